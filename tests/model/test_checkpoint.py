@@ -119,3 +119,10 @@ def test_bad_checkpoints_are_user_errors(tiny_checkpoint, tmp_path):
     save_file({k: v for k, v in state.items() if "mm_projector" not in k}, partial / "model.safetensors")
     with pytest.raises(UserError, match="lacks 4 weights"):
         load_pretrained_model(partial, device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+@pytest.mark.parametrize("flag", ["load_8bit", "load_4bit"])
+def test_quantized_loading_needs_cuda(tiny_checkpoint, flag):
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        load_pretrained_model(tiny_checkpoint, device="cpu", **{flag: True})

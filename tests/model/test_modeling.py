@@ -167,3 +167,16 @@ def test_float16_on_gpu(images):
     model = build_tiny_model(vocab_size=300, seed=1).to("cuda", torch.float16)
     out = model.generate(torch.tensor([ROWS[1][0]], device="cuda"), images=images[:1].cuda().half(), max_new_tokens=3)
     assert out.shape[1] == len(ROWS[1][0]) + 3
+
+
+@torch.no_grad()
+def test_beam_search_sampling_and_dict_outputs_keep_the_prompt(model, images):
+    ids = torch.tensor([ROWS[1][0]])
+    beams = model.generate(ids, images=images[:1], max_new_tokens=4, num_beams=3, do_sample=False)
+    sampled = model.generate(ids, images=images[:1], max_new_tokens=4, do_sample=True, top_p=0.9,
+                             num_return_sequences=2)
+    scored = model.generate(ids, images=images[:1], max_new_tokens=4, return_dict_in_generate=True,
+                            output_scores=True)
+    assert beams.shape == (1, ids.shape[1] + 4) and sampled.shape == (2, ids.shape[1] + 4)
+    assert torch.equal(sampled[:, :ids.shape[1]], ids.repeat(2, 1))
+    assert scored.sequences.shape == (1, ids.shape[1] + 4) and len(scored.scores) == 4
