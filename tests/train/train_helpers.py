@@ -21,35 +21,9 @@ def free_port() -> int:
 
 
 def write_lm_only_checkpoint(out_dir: Path, vlm, tokenizer_dir: Path) -> Path:
-    """The tiny VLM's LM weights as an Xmodel-LM checkpoint: Llama tensor names, `model_type "xmodel"`, auto_map
-    pointing at remote code that is not there (and must never be needed)."""
-    import shutil
-
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in vlm.state_dict().items()
-             if not k.startswith(("model.vision_tower.", "model.mm_projector."))}
-    save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
-    cfg = vlm.config
-    config = {
-        "architectures": ["XModelForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_xmodel.XModelConfig",
-                     "AutoModelForCausalLM": "modeling_xmodel.XModelForCausalLM"},
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu",
-        "hidden_size": cfg.hidden_size, "initializer_range": 0.02, "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": 4096, "model_type": "xmodel", "num_attention_heads": cfg.num_attention_heads,
-        "num_hidden_layers": cfg.num_hidden_layers, "num_key_value_heads": cfg.num_key_value_heads,
-        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "tie_word_embeddings": False, "torch_dtype": "float32",
-        "transformers_version": "4.38.1", "use_cache": True, "vocab_size": cfg.vocab_size,
-    }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    (out_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2,
-                                                                "pad_token_id": 0}))
-    for path in tokenizer_dir.iterdir():
-        if path.is_file():
-            shutil.copy(path, out_dir / path.name)
-    return out_dir
+    """The tiny VLM's LM weights as an Xmodel-LM checkpoint (`model_type "xmodel"`, remote-code auto_map)."""
+    from xmodelvlm.model.make_tiny import save_xmodel_lm
+    return save_xmodel_lm(out_dir, vlm.state_dict(), vlm.config.to_dict(), tokenizer_dir)
 
 
 def write_tiny_data(root: Path, num_images: int = 16, text_only: int = 4) -> dict:

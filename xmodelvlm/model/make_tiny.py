@@ -1,13 +1,16 @@
 """Write a tiny random checkpoint in the released Xmodel_VLM layout (for smoke tests and CI).
 
     python -m xmodelvlm.model.make_tiny OUT_DIR [--clip-dir CLIP_OUT] [--no-tower-weights] [--tokenizer DIR]
+    python -m xmodelvlm.model.make_tiny LM_DIR --lm-only        # a language-model-only Xmodel-LM checkpoint
 
 The result has the released file set and fields: `config.json` (the released keys, `model_type "xmodelvlm"`,
 `mm_projector_type "xdpnetv10_4"`, `mm_vision_tower` = a path that does not exist, no tower config),
 `generation_config.json`, one `model.safetensors` with the released tensor names (the CLIP tower under its
 transformers-4.x names), and the tokenizer files as shipped (`tokenizer_config.json` naming `XModelTokenizer`).
 Only the sizes are tiny. `--clip-dir` also writes a matching whole-`CLIPModel` directory with its preprocessor
-config, like `openai/clip-vit-large-patch14-336`.
+config, like `openai/clip-vit-large-patch14-336`. `--lm-only` writes a stage-1 starting point instead: the LM
+alone in Xmodel-LM's layout (Llama tensor names, `model_type "xmodel"`, an `auto_map` naming remote code that is
+never run).
 """
 from __future__ import annotations
 
@@ -60,14 +63,18 @@ def build_tiny_model(vocab_size: int, seed: int = 0, projector: str = "xdpnetv10
     return model.eval()
 
 
+def _vocab_size(tokenizer_dir: Path) -> int:
+    import sentencepiece as spm
+    return spm.SentencePieceProcessor(model_file=str(find_sentencepiece_file(tokenizer_dir))).get_piece_size()
+
+
 def _copy_tokenizer(source: Path, out_dir: Path) -> int:
     model_file = find_sentencepiece_file(source)
     shutil.copy(model_file, out_dir / model_file.name)
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (source / name).is_file():
             shutil.copy(source / name, out_dir / name)
-    import sentencepiece as spm
-    return spm.SentencePieceProcessor(model_file=str(model_file)).get_piece_size()
+    return _vocab_size(source)
 
 
 def write_clip_dir(model: XmodelVLMForCausalLM, clip_dir: Path) -> None:
@@ -81,6 +88,36 @@ def write_clip_dir(model: XmodelVLMForCausalLM, clip_dir: Path) -> None:
     clip.vision_model.load_state_dict(model.get_vision_tower().clip.state_dict())
     clip.save_pretrained(clip_dir)
     standard_clip_processor(vision["image_size"]).save_pretrained(clip_dir)
+
+
+XMODEL_LM_FIELDS = {  # Xmodel-LM's released config.json, sizes left to the caller
+    "architectures": ["XModelForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_xmodel.XModelConfig",
+                 "AutoModelForCausalLM": "modeling_xmodel.XModelForCausalLM"},
+    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "initializer_range": 0.02,
+    "max_position_embeddings": 4096, "model_type": "xmodel", "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "tie_word_embeddings": False, "torch_dtype": "float32", "transformers_version": "4.38.1", "use_cache": True,
+}
+LM_SIZE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads")
+
+
+def save_xmodel_lm(out_dir, lm_state: dict, sizes: dict, tokenizer_dir) -> Path:
+    """Write an LM-only checkpoint in Xmodel-LM's layout: `lm_state` with Llama names (`model.layers.*`,
+    `lm_head.weight`), a config with `model_type "xmodel"`, and the tokenizer files from `tokenizer_dir`."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_tokenizer(Path(tokenizer_dir), out_dir)
+    state = {k: v.contiguous() for k, v in lm_state.items()
+             if not k.startswith(("model.vision_tower.", "model.mm_projector."))}
+    save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
+    config = dict(XMODEL_LM_FIELDS, **{k: sizes[k] for k in LM_SIZE_FIELDS})
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    return out_dir
 
 
 def make_tiny_checkpoint(out_dir, tokenizer_dir=None, clip_dir=None, tower_weights: bool = True, seed: int = 0,
@@ -116,7 +153,18 @@ def main(argv=None) -> int:
                         help="leave the CLIP tower out of model.safetensors (then loading needs --vision-tower)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--lm-only", action="store_true",
+                        help="write only the language model, in Xmodel-LM's layout (a stage-1 starting point)")
     args = parser.parse_args(argv)
+    if args.lm_only:
+        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else FIXTURE_TOKENIZER
+        if not tokenizer_dir.is_dir():
+            raise UserError(f"tokenizer directory {tokenizer_dir} not found; pass --tokenizer DIR")
+        vocab_size = _vocab_size(tokenizer_dir)
+        model = build_tiny_model(vocab_size, args.seed)
+        save_xmodel_lm(args.out_dir, model.state_dict(), model.config.to_dict(), tokenizer_dir)
+        print(f"wrote a tiny Xmodel-LM (language model only) checkpoint to {args.out_dir}", file=sys.stderr)
+        return 0
     make_tiny_checkpoint(args.out_dir, args.tokenizer, args.clip_dir, not args.no_tower_weights, args.seed, args.dtype)
     print(f"wrote a tiny Xmodel-VLM checkpoint in the released layout to {args.out_dir}", file=sys.stderr)
     return 0
