@@ -45,3 +45,38 @@ class quiet_transformers:
     def __exit__(self, *exc):
         self._logging.set_verbosity(self._level)
         return False
+
+
+def read_json_file(path: str | os.PathLike, not_found: str | None = None) -> Any:
+    """Parse a JSON file. A missing file raises `UserError(not_found)` (or a plain "not found" line), bad JSON a
+    `UserError` naming the file and line — the user can fix both."""
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(not_found or f"file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def iter_jsonl(path: str | os.PathLike, not_found: str | None = None, expectation: str = ""):
+    """Yield `(line_number, value)` for each non-blank line of a JSON Lines file; a missing file or a line that is
+    not JSON raises `UserError` naming the file and line (`expectation` is appended to say what was wanted)."""
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(not_found or f"file not found: {path}")
+    with open(path, encoding="utf-8", newline="") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: line {line_number} is not valid JSON ({exc.msg}){expectation}") from None

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from xmodelvlm import conv_templates, load_pretrained_model, process_images, tokenizer_image_token

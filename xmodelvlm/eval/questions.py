@@ -27,6 +27,7 @@ from PIL import Image
 
 from xmodelvlm.constants import DEFAULT_IMAGE_TOKEN
 from xmodelvlm.errors import UserError
+from xmodelvlm.utils import iter_jsonl
 
 QuestionId = Union[int, str]
 
@@ -120,20 +121,12 @@ def read_llava_jsonl(path: str | Path, image_folder: str | Path | None) -> list[
 
 
 def _iter_jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    with _open_question_file(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{path}: line {line_number} is not valid JSON ({exc.msg}); expected one JSON object per line"
-                ) from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object "
-                                "with fields question_id and text")
-            yield line_number, record
+    for line_number, record in iter_jsonl(path, not_found=f"question file not found: {path}",
+                                          expectation="; expected one JSON object per line"):
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: line {line_number} is a JSON {type(record).__name__}, expected an object "
+                            "with fields question_id and text")
+        yield line_number, record
 
 
 # ---------------------------------------------------------------------------------------------------------

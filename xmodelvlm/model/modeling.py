@@ -20,7 +20,6 @@ from transformers import LlamaForCausalLM, LlamaModel
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from ..errors import UserError
 from ..utils import quiet_transformers
 from .checkpoint import (VISION_TOWER_PREFIX, check_model_dir, load_config, resolve_vision_tower,
                          stored_tensor_files, stores_vision_tower)

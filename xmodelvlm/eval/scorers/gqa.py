@@ -5,11 +5,11 @@ Questions whose `types.structural` is "query" are "open", all others "binary".
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from xmodelvlm.errors import UserError
+from xmodelvlm.utils import read_json_file
 from xmodelvlm.eval.questions import Question
 from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
 
@@ -20,14 +20,8 @@ def normalize_gqa_prediction(text: str) -> str:
 
 
 def read_gqa_ground_truth(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        raise UserError(f"GQA ground truth not found: {path}; download testdev_balanced_questions.json (GQA "
-                        "questions1.2.zip) into gqa/data/")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json_file(path, not_found=f"GQA ground truth not found: {path}; download "
+                                          "testdev_balanced_questions.json (GQA questions1.2.zip) into gqa/data/")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected an object mapping question ids to questions")
     return data

@@ -6,12 +6,12 @@ them). We check that each pair has the same question text so a mismatched label 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from xmodelvlm.errors import UserError
+from xmodelvlm.utils import iter_jsonl
 from xmodelvlm.eval.questions import Question
 from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
 
@@ -83,21 +83,13 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def read_pope_labels(path: Path) -> list[dict[str, Any]]:
     """A `coco_pope_<category>.json` label file: JSONL of `{question_id, text, label: "yes"|"no"}`."""
-    if not path.is_file():
-        raise UserError(f"POPE label file not found: {path}; download the POPE annotations (output/coco/ of the "
-                        "POPE repository) into pope/coco/")
+    not_found = (f"POPE label file not found: {path}; download the POPE annotations (output/coco/ of the POPE "
+                 "repository) into pope/coco/")
     labels = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {line_number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or record.get("label") not in ("yes", "no"):
-                raise UserError(f"{path}: line {line_number}: field \"label\" must be \"yes\" or \"no\"")
-            labels.append(record)
+    for line_number, record in iter_jsonl(path, not_found=not_found):
+        if not isinstance(record, dict) or record.get("label") not in ("yes", "no"):
+            raise UserError(f"{path}: line {line_number}: field \"label\" must be \"yes\" or \"no\"")
+        labels.append(record)
     return labels
 
 

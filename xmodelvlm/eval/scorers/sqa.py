@@ -6,12 +6,12 @@ prompt is 'Unknown', so it silently drops out of the IMG denominator; we keep th
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from xmodelvlm.errors import UserError
+from xmodelvlm.utils import read_json_file
 from xmodelvlm.eval.questions import Question
 from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
 
@@ -41,14 +41,8 @@ def predicted_choice_index(letter: str, num_choices: int) -> int:
 
 
 def _load_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise UserError(f"ScienceQA {what} not found: {path}; download it from the ScienceQA repository "
-                        "(data/scienceqa/) into scienceqa/")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json_file(path, not_found=f"ScienceQA {what} not found: {path}; download it from the ScienceQA "
+                                          "repository (data/scienceqa/) into scienceqa/")
 
 
 def score_sqa(questions: Sequence[Question], answers: Sequence[Answer], problems_path: Path,

@@ -6,12 +6,12 @@ prompt as LLaVA's `prompt_processor` does.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from xmodelvlm.errors import UserError
+from xmodelvlm.utils import read_json_file
 from xmodelvlm.eval.questions import Question
 from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
 from xmodelvlm.eval.scorers.vqa_normalize import soft_scores, normalize_vqa_answer
@@ -39,14 +39,8 @@ def question_from_prompt(prompt: str) -> str:
 
 def read_textvqa_annotations(path: Path) -> dict[tuple[str, str], list[str]]:
     """`TextVQA_0.5.1_val.json` -> {(image_id, lowercased question): the 10 human answers}."""
-    if not path.is_file():
-        raise UserError(f"TextVQA annotations not found: {path}; download TextVQA_0.5.1_val.json from the "
-                        "TextVQA site into textvqa/")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json_file(path, not_found=f"TextVQA annotations not found: {path}; download "
+                                          "TextVQA_0.5.1_val.json from the TextVQA site into textvqa/")
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise UserError(f"{path}: expected an object with a \"data\" list (TextVQA_0.5.1_val.json)")
