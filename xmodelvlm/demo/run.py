@@ -1,0 +1,721 @@
+"""The whole system on synthetic data, on a CPU, in one command: data → stage 1 → stage 2 → evaluation → inference.
+
+    python -m xmodelvlm.demo.run [OUT_DIR (default ./demo_out)] [--quick] [--fresh | --from STEP] [--jobs N]
+    bash scripts/demo.sh ...                                   # the same
+
+Steps (one line of progress each, with its time), through the real entry points:
+
+  data        synthetic scenes in the real formats: LLaVA-558K captions, a LLaVA-665K-style mix, and POPE / GQA /
+              MME in LLaVA-1.5's playground layout (`xmodelvlm.demo.synthetic_data`)
+  tokenizer   a SentencePiece unigram model trained on the synthetic text, with the released tokenizer's settings
+  clip        a small CLIP pre-trained briefly on the synthetic images (`xmodelvlm.demo.tiny_clip`); frozen after
+  lm          a small Llama-architecture LM pre-trained briefly on the synthetic text alone, saved in Xmodel-LM's
+              layout (`xmodelvlm.demo.tiny_lm`)
+  stage1      `scripts/pretrain.sh`: the projector on the captions (`plain`), LM and tower frozen
+  stage2      `scripts/finetune.sh`: projector + LM on the instruction mix (`v1`)
+  export      stage 1 alone as a complete checkpoint (`python -m xmodelvlm.train.export_stage1`, built by the
+              trainer's own model setup: the very model stage 2 starts from)
+  eval1-*     `scripts/eval/{pope,gqa,mme}.sh` on the stage-1 checkpoint with `plain` prompts: its LM never saw the
+              `v1` template, and `plain` (image, then text) is the only prompt format stage 1 trained
+  eval2-*     the same on the stage-2 checkpoint with `v1` prompts (the protocol)
+  inference   `inference.py` on a held-out GQA image
+
+then a table (POPE F1, GQA accuracy, MME perception; stage 1 alone vs after stage 2) and `OUT_DIR/results.json`
+(`{"stage1": {...}, "stage2": {...}, "seconds": wall time of this run}`). Logs: `OUT_DIR/logs/<step>.log`.
+
+Steps whose inputs are ready run side by side, `--jobs` at a time (default: the number of cores), each with
+`--threads` threads (default 1): these models are so small that one thread per process and one process per core
+beats several threads per process, and a process does not slow to a crawl when the machine is shared.
+
+Rerunning reuses what is built. Each step records `OUT_DIR/.demo/<step>.json`: "started" (with its settings) before
+it runs, "done" after its outputs are complete. A step is reused when it is done with the same settings and every
+step it depends on was reused; a step that started with the same settings but did not finish runs again on top of
+what it left, so training resumes from its newest checkpoint (the trainer's resume) and evaluation from the
+questions already answered (the engine's resume); anything else is rebuilt from scratch, and so is every step that
+depends on it. `--fresh` rebuilds everything, `--from STEP` that step and the steps that depend on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from xmodelvlm.errors import ArgumentParser, UserError, run_cli
+from xmodelvlm.utils import atomic_write_json
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = "demo_out"
+STATE_DIR = ".demo"
+BENCHMARKS = ("pope", "gqa", "mme")
+SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Every size and hyperparameter of the demo. `DEFAULT` fits the 10-minute bar on 2 CPU cores; `QUICK` is
+    the CI integration test's shortened run."""
+
+    seed: int = 0
+    # data
+    num_train: int = 4000
+    num_eval: int = 300
+    image_size: int = 64
+    # tokenizer
+    vocab_size: int = 512
+    # CLIP tower (64 px, patch 8: 64 patches → 16 image tokens after the XDP projector)
+    clip_steps: int = 80
+    clip_batch: int = 64
+    clip_lr: float = 2e-3
+    clip_max_seconds: float = 150.0  # a guard for a loaded machine; normally the steps finish well before
+    # language model (Llama architecture)
+    lm_hidden: int = 128
+    lm_intermediate: int = 384
+    lm_layers: int = 3
+    lm_heads: int = 4
+    lm_kv_heads: int = 4
+    lm_warmup_steps: int = 80
+    lm_warmup_batch: int = 64
+    lm_warmup_lr: float = 3e-3
+    lm_corpus: str = "joined"
+    # stage 1: projector only
+    stage1_batch: int = 32
+    stage1_lr: float = 2e-3
+    stage1_epochs: float = 1.0
+    # stage 2: projector + LM
+    stage2_batch: int = 32
+    stage2_lr: float = 1e-3
+    stage2_epochs: float = 2.0
+    # evaluation
+    eval_batch: int = 50
+    stage1_conv_mode: str = "plain"
+
+    def pick(self, *names: str) -> dict:
+        return {name: getattr(self, name) for name in names}
+
+
+DEFAULT = DemoSettings()
+QUICK = dataclasses.replace(DEFAULT, num_train=1500, num_eval=120, clip_steps=40, clip_max_seconds=60.0,
+                            lm_warmup_steps=40, stage2_epochs=2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context and subprocesses
+
+
+class StepFailed(Exception):
+    """A step could not finish; the message names the command and the log to read."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Context:
+    out: Path
+    settings: DemoSettings
+    threads: int = 1
+    python: str = sys.executable
+    quick: bool = False
+
+    def __post_init__(self):
+        self._procs: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self.stopping = False
+
+    data = property(lambda self: self.out / "data")
+    eval_data = property(lambda self: self.out / "data" / "eval")
+    tokenizer = property(lambda self: self.out / "models" / "tokenizer")
+    clip = property(lambda self: self.out / "models" / "clip")
+    lm = property(lambda self: self.out / "models" / "lm")
+    pretrain_out = property(lambda self: self.out / "checkpoints" / "pretrain")
+    stage1 = property(lambda self: self.out / "checkpoints" / "stage1")
+    stage2 = property(lambda self: self.out / "checkpoints" / "stage2")
+    eval_root = property(lambda self: self.out / "eval")
+    logs = property(lambda self: self.out / "logs")
+
+    def log_path(self, step: str) -> Path:
+        return self.logs / f"{step}.log"
+
+    def env(self, **extra) -> dict[str, str]:
+        env = dict(os.environ)
+        threads = str(self.threads)
+        env.update(PYTHON=self.python, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
+                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.update({key: str(value) for key, value in extra.items()})
+        return env
+
+    def run(self, step: str, cmd: list, env: dict[str, str] | None = None, stdout_file: Path | None = None) -> str:
+        """Run `cmd` (in its own process group), its output appended to the step's log (stdout to `stdout_file`
+        instead, if given); returns the new part of the log. Non-zero exit → `StepFailed` with the log's tail."""
+        cmd = [str(c) for c in cmd]
+        log_path = self.log_path(step)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            log.write(f"\n$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            out = open(stdout_file, "wb") if stdout_file else log
+            try:
+                with self._lock:
+                    if self.stopping:
+                        raise StepFailed("stopped")
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO_DIR,
+                                            env=env or self.env(), start_new_session=True)
+                    self._procs[proc.pid] = proc
+                try:
+                    proc.wait()
+                finally:
+                    with self._lock:
+                        self._procs.pop(proc.pid, None)
+            finally:
+                if stdout_file:
+                    out.close()
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            output = f.read().decode("utf-8", "replace")
+        if proc.returncode != 0:
+            if self.stopping:
+                raise StepFailed("stopped")
+            lines = [line for line in output.replace("\r", "\n").splitlines() if line.strip()]
+            tail = "\n".join("    " + line for line in lines[-12:])
+            raise StepFailed(f"`{' '.join(cmd[:4])} ...` exited with {proc.returncode}; full log: {log_path}\n{tail}",
+                             exit_code=2 if proc.returncode == 2 else 1)
+        return output
+
+    def stop_all(self) -> None:
+        """Terminate every running command (whole process groups: bash scripts and the python they start)."""
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs.values())
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            deadline = time.time() + 10
+            while time.time() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.1)
+
+
+# tqdm's "12/125 [" and the HF Trainer's "'loss': 2.31" / our tools' "step 12/80 loss 2.31", for the status line
+_PROGRESS = re.compile(r"(\d+)/(\d+) \[|step (\d+)/(\d+)")
+_LOSS = re.compile(r"'loss': '?([0-9.]+)|\bloss ([0-9.]+)")
+
+
+def _losses(text: str) -> list[float]:
+    return [float(a or b) for a, b in _LOSS.findall(text)]
+
+
+def live_hint(log_path: Path) -> str:
+    """"12/125 loss 0.91" from the end of a log, or ""."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    hint = []
+    progress = _PROGRESS.findall(tail)
+    if progress:
+        a, b, c, d = progress[-1]
+        hint.append(f"{a or c}/{b or d}")
+    losses = _losses(tail)
+    if losses:
+        hint.append(f"loss {losses[-1]:.2f}")
+    return " ".join(hint)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+
+
+def step_data(ctx: Context) -> str:
+    from . import synthetic_data
+
+    s = ctx.settings
+    manifest = synthetic_data.generate(ctx.data, seed=s.seed, num_train=s.num_train, num_eval=s.num_eval,
+                                       image_size=s.image_size, quiet=True)
+    c = manifest["counts"]
+    return (f"{c['train_images']} training images, {c['instruct_samples']} conversations; "
+            f"{c['pope_questions']} POPE / {c['gqa_questions']} GQA / {c['mme_questions']} MME questions")
+
+
+def step_tokenizer(ctx: Context) -> str:
+    import sentencepiece as spm
+
+    from . import tiny_tokenizer
+
+    out = tiny_tokenizer.train_tokenizer(tiny_tokenizer.dataset_texts(ctx.data), ctx.tokenizer,
+                                         vocab_size=ctx.settings.vocab_size)
+    pieces = spm.SentencePieceProcessor(model_file=str(out / tiny_tokenizer.MODEL_FILE)).get_piece_size()
+    return f"SentencePiece unigram, {pieces} pieces"
+
+
+def step_clip(ctx: Context) -> str:
+    from .tiny_clip import STATS_FILE
+
+    s = ctx.settings
+    ctx.run("clip", [ctx.python, "-m", "xmodelvlm.demo.tiny_clip", "--data", ctx.data, "--out", ctx.clip,
+                     "--steps", s.clip_steps, "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
+                     "--threads", ctx.threads, "--max-seconds", s.clip_max_seconds])
+    stats = json.loads((ctx.clip / STATS_FILE).read_text())
+    return (f"{stats['steps']} steps, loss {stats['first_loss']:.2f} → {stats['final_loss']:.2f}; held-out probes: "
+            f"presence {stats.get('presence_acc', float('nan')):.2f}, colour {stats.get('color_acc', float('nan')):.2f}")
+
+
+def step_lm(ctx: Context) -> str:
+    from .tiny_lm import STATS_FILE
+
+    s = ctx.settings
+    ctx.run("lm", [ctx.python, "-m", "xmodelvlm.demo.tiny_lm", "--data", ctx.data, "--tokenizer", ctx.tokenizer,
+                   "--out", ctx.lm, "--hidden", s.lm_hidden, "--intermediate", s.lm_intermediate,
+                   "--layers", s.lm_layers, "--heads", s.lm_heads, "--kv-heads", s.lm_kv_heads,
+                   "--steps", s.lm_warmup_steps, "--batch-size", s.lm_warmup_batch, "--lr", s.lm_warmup_lr,
+                   "--seed", s.seed, "--threads", ctx.threads, "--corpus", s.lm_corpus])
+    st = json.loads((ctx.lm / STATS_FILE).read_text())
+    warm = f"text warm-up {st['steps']} steps, loss {st['first_loss']:.2f} → {st['final_loss']:.2f}" \
+        if st["steps"] else "random init"
+    return f"Llama, {st['parameters'] / 1e6:.1f}M parameters (hidden {st['hidden_size']}, " \
+           f"{st['num_hidden_layers']} layers); {warm}"
+
+
+def _train_env(ctx: Context, global_batch: int, **paths) -> dict[str, str]:
+    return ctx.env(DEVICE="cpu", LAUNCHER="python", DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm,
+                   VISION_TOWER=ctx.clip, GLOBAL_BATCH=global_batch, PER_DEVICE_BATCH=global_batch, **paths)
+
+
+def _train_flags(epochs: float, lr: float) -> list:
+    """Demo-sized overrides of the recipe's flags (the last occurrence of a flag wins): the epochs and learning rate
+    of a model this small, no gradient checkpointing (activations are tiny), a checkpoint every 40 steps so an
+    interrupted run resumes, a log line every 10 steps."""
+    return ["--num_train_epochs", epochs, "--learning_rate", lr, "--gradient_checkpointing", "False",
+            "--save_steps", 40, "--save_total_limit", 1, "--logging_steps", 10]
+
+
+def _loss_summary(script: str, output: str) -> str:
+    losses = _losses(output)
+    return f"{script}, loss {losses[0]:.2f} → {losses[-1]:.2f}" if losses else script
+
+
+def step_stage1(ctx: Context) -> str:
+    s = ctx.settings
+    env = _train_env(ctx, s.stage1_batch, PRETRAIN_DATA=ctx.data / "train" / "pretrain.json",
+                     PRETRAIN_IMAGES=ctx.data / "train", OUTPUT_DIR=ctx.pretrain_out,
+                     LOGGING_DIR=ctx.out / "runs" / "stage1")
+    output = ctx.run("stage1", ["bash", REPO_DIR / "scripts" / "pretrain.sh", "0",
+                                *_train_flags(s.stage1_epochs, s.stage1_lr), "--mm_projector_lr", s.stage1_lr], env)
+    if not (ctx.pretrain_out / "mm_projector.bin").is_file():
+        raise StepFailed(f"scripts/pretrain.sh finished without writing {ctx.pretrain_out / 'mm_projector.bin'}")
+    return _loss_summary("scripts/pretrain.sh", output)
+
+
+def step_export(ctx: Context) -> str:
+    ctx.run("export", [ctx.python, "-m", "xmodelvlm.train.export_stage1", "--model_name_or_path", ctx.lm,
+                       "--vision_tower", ctx.clip, "--pretrain_mm_mlp_adapter", ctx.pretrain_out / "mm_projector.bin",
+                       "--output_dir", ctx.stage1])
+    return f"LM + tower + stage-1 projector → {ctx.stage1.relative_to(ctx.out)}"
+
+
+def step_stage2(ctx: Context) -> str:
+    s = ctx.settings
+    env = _train_env(ctx, s.stage2_batch, PROJECTOR_PATH=ctx.pretrain_out / "mm_projector.bin",
+                     FINETUNE_DATA=ctx.data / "train" / "instruct.json", FINETUNE_IMAGES=ctx.data / "train",
+                     OUTPUT_DIR=ctx.stage2, LOGGING_DIR=ctx.out / "runs" / "stage2")
+    output = ctx.run("stage2", ["bash", REPO_DIR / "scripts" / "finetune.sh", "0",
+                                *_train_flags(s.stage2_epochs, s.stage2_lr)], env)
+    if not (ctx.stage2 / "model.safetensors").is_file():
+        raise StepFailed(f"scripts/finetune.sh finished without writing {ctx.stage2 / 'model.safetensors'}")
+    return _loss_summary("scripts/finetune.sh", output)
+
+
+HEADLINE = {"pope": ("pope_f1", "f1", "POPE F1"), "gqa": ("gqa_accuracy", "accuracy", "GQA accuracy"),
+            "mme": ("mme_perception", "perception", "MME perception")}
+
+
+def metrics_path(ctx: Context, bench: str, checkpoint: Path) -> Path:
+    """Where scripts/eval/<bench>.sh writes its metrics (OUTPUT_ROOT/<bench>/<model name = folder name>)."""
+    return ctx.eval_root / bench / checkpoint.name / "metrics.json"
+
+
+def eval_outputs(ctx: Context, bench: str, checkpoint: Path) -> list[Path]:
+    return [ctx.eval_root / bench / checkpoint.name, ctx.eval_root / "answers" / bench / checkpoint.name]
+
+
+def make_eval_step(bench: str, stage: str) -> Callable[[Context], str]:
+    def step(ctx: Context) -> str:
+        checkpoint = ctx.stage1 if stage == "stage1" else ctx.stage2
+        conv_mode = ctx.settings.stage1_conv_mode if stage == "stage1" else "v1"
+        env = ctx.env(CUDA_VISIBLE_DEVICES="", CPU_CHUNKS=1, BATCH_SIZE=ctx.settings.eval_batch, CONV_MODE=conv_mode,
+                      OUTPUT_ROOT=ctx.eval_root, DTYPE="float32")
+        ctx.run(f"eval{stage[-1]}-{bench}", ["bash", REPO_DIR / "scripts" / "eval" / f"{bench}.sh", checkpoint,
+                                             ctx.eval_data], env)
+        key, metric, title = HEADLINE[bench]
+        value = read_metric(ctx, bench, checkpoint)
+        return f"scripts/eval/{bench}.sh ({conv_mode} prompts): {title} {value:.1f}"
+    return step
+
+
+def demo_question(ctx: Context) -> dict:
+    """A held-out GQA question for the inference demo: the first open ("query") one, with its image."""
+    ground_truth = json.loads((ctx.eval_data / "gqa" / "data" / "testdev_balanced_questions.json").read_text())
+    qid, entry = next((k, v) for k, v in ground_truth.items() if v["types"]["structural"] == "query")
+    image = ctx.eval_data / "gqa" / "data" / "images" / f"{entry['imageId']}.png"
+    return {"question_id": qid, "image": str(image), "question": entry["question"], "answer": entry["answer"]}
+
+
+def step_inference(ctx: Context) -> str:
+    q = demo_question(ctx)
+    prompt = q["question"] + SHORT_ANSWER_SUFFIX
+    answer_file = ctx.logs / "inference.stdout"
+    ctx.run("inference", [ctx.python, REPO_DIR / "inference.py", "--model-path", ctx.stage2, "--image-file", q["image"],
+                          "--prompt", prompt, "--max-new-tokens", 32, "--device", "cpu"],
+            ctx.env(CUDA_VISIBLE_DEVICES=""), stdout_file=answer_file)
+    record = {**q, "prompt": prompt, "model_answer": answer_file.read_text(encoding="utf-8").strip()}
+    atomic_write_json(ctx.out / "inference.json", record)
+    return f"{Path(q['image']).name}: {q['question']} → {record['model_answer']!r} (truth: {q['answer']!r})"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    body: Callable[[Context], str]                       # does the work; returns a one-line summary
+    deps: tuple[str, ...] = ()
+    settings: Callable[[DemoSettings], dict] = lambda s: {}  # what its result depends on besides its deps
+    outputs: Callable[[Context], list[Path]] = lambda ctx: []  # removed before a rebuild from scratch
+
+
+def _eval_steps(stage: str) -> tuple[Step, ...]:
+    number = stage[-1]
+    return tuple(
+        Step(f"eval{number}-{bench}", f"{'stage 1 alone' if number == '1' else 'after stage 2'}: {bench.upper()}",
+             make_eval_step(bench, stage), deps=("export",) if number == "1" else ("stage2",),
+             settings=(lambda s: s.pick("eval_batch", "stage1_conv_mode")) if number == "1"
+             else (lambda s: s.pick("eval_batch")),
+             outputs=lambda c, bench=bench, stage=stage: eval_outputs(c, bench, getattr(c, stage)))
+        for bench in BENCHMARKS)
+
+
+# In priority order: when several steps are ready, the first listed starts first (stage 2 before stage 1's evals:
+# it is the long pole).
+STEPS: tuple[Step, ...] = (
+    Step("data", "synthetic data", step_data, settings=lambda s: s.pick("seed", "num_train", "num_eval", "image_size"),
+         outputs=lambda c: [c.data]),
+    Step("tokenizer", "tokenizer", step_tokenizer, ("data",), lambda s: s.pick("vocab_size"),
+         lambda c: [c.tokenizer]),
+    Step("clip", "CLIP tower", step_clip, ("data",),
+         lambda s: s.pick("seed", "clip_steps", "clip_batch", "clip_lr", "clip_max_seconds"), lambda c: [c.clip]),
+    Step("lm", "language model", step_lm, ("data", "tokenizer"),
+         lambda s: s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
+                          "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus"), lambda c: [c.lm]),
+    Step("stage1", "stage 1 training", step_stage1, ("data", "clip", "lm"),
+         lambda s: s.pick("stage1_batch", "stage1_lr", "stage1_epochs"),
+         lambda c: [c.pretrain_out, c.out / "runs" / "stage1"]),
+    Step("stage2", "stage 2 training", step_stage2, ("stage1",),
+         lambda s: s.pick("stage2_batch", "stage2_lr", "stage2_epochs"), lambda c: [c.stage2, c.out / "runs" / "stage2"]),
+    Step("export", "stage-1 checkpoint", step_export, ("stage1",), outputs=lambda c: [c.stage1]),
+    *_eval_steps("stage2"),
+    *_eval_steps("stage1"),
+    Step("inference", "inference.py", step_inference, ("stage2",), outputs=lambda c: [c.out / "inference.json"]),
+)
+STEP_NAMES = tuple(step.name for step in STEPS)
+# the order the progress lines are numbered in (the pipeline's logical order)
+DISPLAY_ORDER = ("data", "tokenizer", "clip", "lm", "stage1", "export", "eval1-pope", "eval1-gqa", "eval1-mme",
+                 "stage2", "eval2-pope", "eval2-gqa", "eval2-mme", "inference")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scheduling and reuse
+
+
+class Pipeline:
+    """Runs `steps` under `ctx.out`: plans what to reuse / resume / build, then runs the rest `jobs` at a time as
+    their dependencies finish, one progress line per step."""
+
+    def __init__(self, ctx: Context, steps: tuple[Step, ...] = STEPS, jobs: int = 1,
+                 echo: Callable[[str], None] | None = None, interactive: bool = False,
+                 display_order: tuple[str, ...] | None = None):
+        self.ctx = ctx
+        self.steps = {step.name: step for step in steps}
+        self.order = [step.name for step in steps]
+        self.jobs = max(1, jobs)
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.interactive = interactive
+        shown = [n for n in (display_order or ()) if n in self.steps] + [n for n in self.order
+                                                                          if n not in (display_order or ())]
+        self.number = {name: i + 1 for i, name in enumerate(shown)}
+        self.width = max(len(step.title) for step in steps)
+        for step in steps:
+            unknown = [d for d in step.deps if d not in self.steps]
+            if unknown:
+                raise ValueError(f"step {step.name} depends on unknown {unknown}")
+
+    # ---- state files ----
+    def state_path(self, name: str) -> Path:
+        return self.ctx.out / STATE_DIR / f"{name}.json"
+
+    def read_state(self, name: str) -> dict:
+        try:
+            state = json.loads(self.state_path(name).read_text())
+            return state if isinstance(state, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_state(self, name: str, status: str, **extra) -> None:
+        atomic_write_json(self.state_path(name), {"status": status, "settings": self.settings_of(name), **extra})
+
+    def settings_of(self, name: str) -> dict:
+        return json.loads(json.dumps(self.steps[name].settings(self.ctx.settings)))  # as stored in JSON
+
+    def ancestors(self, name: str) -> list[str]:
+        seen: list[str] = []
+        stack = list(self.steps[name].deps)
+        while stack:
+            dep = stack.pop()
+            if dep not in seen:
+                seen.append(dep)
+                stack.extend(self.steps[dep].deps)
+        return [n for n in self.order if n in seen]
+
+    def is_done(self, name: str) -> bool:
+        state = self.read_state(name)
+        return state.get("status") == "done" and state.get("settings") == self.settings_of(name)
+
+    # ---- planning ----
+    def plan(self, fresh: bool = False, from_step: str | None = None) -> dict[str, str]:
+        """{step: "reuse" | "resume" | "build"} (see the module docstring)."""
+        if from_step is not None:
+            if from_step not in self.steps:
+                raise UserError(f"--from {from_step}: no such step; steps: {', '.join(self.order)}")
+            missing = [dep for dep in self.ancestors(from_step) if not self.is_done(dep)]
+            if missing:
+                raise UserError(f"--from {from_step} needs step '{missing[0]}' finished first (with the same "
+                                f"settings), and it is not; run without --from to build it")
+        actions: dict[str, str] = {}
+        for name in self._topological():
+            step = self.steps[name]
+            state = self.read_state(name)
+            same = state.get("settings") == self.settings_of(name)
+            forced = fresh or name == from_step or any(actions[d] != "reuse" for d in step.deps)
+            if forced or not same:
+                actions[name] = "build"
+            elif state.get("status") == "done":
+                actions[name] = "reuse"
+            elif state.get("status") == "started":
+                actions[name] = "resume"
+            else:
+                actions[name] = "build"
+        return actions
+
+    def _topological(self) -> list[str]:
+        done: list[str] = []
+        while len(done) < len(self.order):
+            progressed = False
+            for name in self.order:
+                if name not in done and all(d in done for d in self.steps[name].deps):
+                    done.append(name)
+                    progressed = True
+            if not progressed:
+                raise ValueError("the steps' dependencies form a cycle")
+        return done
+
+    # ---- running ----
+    def label(self, name: str) -> str:
+        return f"[{self.number[name]:>2}/{len(self.steps)}] {self.steps[name].title:<{self.width}}"
+
+    def run(self, fresh: bool = False, from_step: str | None = None) -> dict[str, str]:
+        """Run the plan; returns it. Raises `StepFailed` (after stopping the other running steps) when one fails."""
+        actions = self.plan(fresh, from_step)
+        finished = {name for name, action in actions.items() if action == "reuse"}
+        for name in sorted(finished, key=self.number.get):
+            self.echo(f"{self.label(name)}  reused ({self.read_state(name).get('summary', 'done')})")
+        pending = [name for name in self.order if name not in finished]
+        running: dict[str, tuple[threading.Thread, float, dict]] = {}
+        failure: tuple[str, BaseException] | None = None
+        try:
+            while pending or running:
+                for name in list(pending):
+                    if failure or len(running) >= self.jobs:
+                        break
+                    if all(dep in finished for dep in self.steps[name].deps):
+                        pending.remove(name)
+                        running[name] = self._start(name, actions[name])
+                time.sleep(0.2)
+                for name, (thread, t0, box) in list(running.items()):
+                    if thread.is_alive():
+                        continue
+                    del running[name]
+                    self._clear_status()
+                    if "error" in box:
+                        if failure is None:
+                            failure = (name, box["error"])
+                            self.ctx.stop_all()
+                        continue
+                    took = time.time() - t0
+                    self.write_state(name, "done", seconds=round(took, 2), summary=box["summary"])
+                    finished.add(name)
+                    resumed = "resumed; " if actions[name] == "resume" else ""
+                    self.echo(f"{self.label(name)} {took:6.1f} s  {resumed}{box['summary']}")
+                if failure and not running:
+                    break
+                self._show_status(running)
+        except KeyboardInterrupt:
+            self._clear_status()
+            self.ctx.stop_all()
+            for thread, _, _ in running.values():
+                thread.join(timeout=15)
+            raise
+        if failure:
+            name, error = failure
+            if isinstance(error, StepFailed):
+                raise StepFailed(f"step '{name}' failed: {error}", error.exit_code)
+            if isinstance(error, UserError):
+                raise StepFailed(f"step '{name}': {error}", 2)
+            raise StepFailed(f"step '{name}' failed: {type(error).__name__}: {error}")
+        return actions
+
+    def _start(self, name: str, action: str) -> tuple[threading.Thread, float, dict]:
+        if action == "build":
+            for path in self.steps[name].outputs(self.ctx):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.write_state(name, "started")
+        box: dict = {}
+
+        def work() -> None:
+            try:
+                box["summary"] = self.steps[name].body(self.ctx)
+            except BaseException as exc:  # reported by the scheduler
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"step-{name}", daemon=True)
+        thread.start()
+        return thread, time.time(), box
+
+    def _show_status(self, running: dict) -> None:
+        if not self.interactive or not running:
+            return
+        parts = []
+        for name, (_, t0, _) in sorted(running.items(), key=lambda item: self.number[item[0]]):
+            hint = live_hint(self.ctx.log_path(name))
+            parts.append(f"{name} {time.time() - t0:.0f}s{' ' + hint if hint else ''}")
+        line = "  … " + " | ".join(parts)
+        sys.stdout.write("\r\033[K" + line[:max(20, shutil.get_terminal_size().columns - 1)])
+        sys.stdout.flush()
+
+    def _clear_status(self) -> None:
+        if self.interactive:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results
+
+
+def read_metric(ctx: Context, bench: str, checkpoint: Path) -> float:
+    path = metrics_path(ctx, bench, checkpoint)
+    try:
+        return float(json.loads(path.read_text())[HEADLINE[bench][1]])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StepFailed(f"{path} is missing or has no '{HEADLINE[bench][1]}'; rerun with --from "
+                         f"eval{'1' if checkpoint == ctx.stage1 else '2'}-{bench}") from None
+
+
+def collect_results(ctx: Context, seconds: float) -> dict:
+    results = {stage: {HEADLINE[b][0]: round(read_metric(ctx, b, getattr(ctx, stage)), 2) for b in BENCHMARKS}
+               for stage in ("stage1", "stage2")}
+    results["seconds"] = round(seconds, 1)
+    return results
+
+
+def results_table(results: dict) -> str:
+    lines = ["| metric         | stage 1 alone | after stage 2 |", "|:---------------|--------------:|--------------:|"]
+    for bench in BENCHMARKS:
+        key, _, title = HEADLINE[bench]
+        lines.append(f"| {title:<14} | {results['stage1'][key]:>13.1f} | {results['stage2'][key]:>13.1f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_args(argv: list[str] | None):
+    parser = ArgumentParser(prog="python -m xmodelvlm.demo.run",
+                            description="Run the whole system on synthetic data on a CPU (see the module docstring).",
+                            epilog=f"steps: {', '.join(DISPLAY_ORDER)}")
+    parser.add_argument("out_dir", nargs="?", default=DEFAULT_OUT, help=f"where everything goes (default ./{DEFAULT_OUT})")
+    parser.add_argument("--quick", action="store_true", help="the shortened CI run: less data, fewer steps")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--fresh", action="store_true", help="rebuild every step")
+    group.add_argument("--from", dest="from_step", choices=DISPLAY_ORDER, metavar="STEP",
+                       help="rebuild STEP and the steps that depend on it (the steps it needs must be finished)")
+    parser.add_argument("--jobs", type=int, default=None, help="steps run side by side (default: the number of cores)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process (default 1)")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
+    return args
+
+
+def prepare_out_dir(path: str) -> Path:
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"OUT_DIR {out} is a file, not a directory; pass a directory (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create OUT_DIR {out}: {exc.strerror or exc}") from None
+    return out.resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = prepare_out_dir(args.out_dir)
+    jobs = args.jobs or os.cpu_count() or 1
+    ctx = Context(out, QUICK if args.quick else DEFAULT, threads=args.threads, quick=args.quick)
+    print(f"Xmodel-VLM demo{' (--quick)' if args.quick else ''}: synthetic data → stage 1 → stage 2 → evaluation → "
+          f"inference on the CPU, in {out}\n({jobs} step(s) at a time, {args.threads} thread(s) each; "
+          f"logs in {ctx.logs})", flush=True)
+    t0 = time.time()
+    try:
+        Pipeline(ctx, jobs=jobs, interactive=sys.stdout.isatty(), display_order=DISPLAY_ORDER).run(
+            fresh=args.fresh, from_step=args.from_step)
+        results = collect_results(ctx, time.time() - t0)
+    except StepFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    atomic_write_json(out / "results.json", results)
+    inference = json.loads((out / "inference.json").read_text())
+    print(f"\n{results_table(results)}\n")
+    print(f"inference.py on a held-out image ({inference['image']}):")
+    print(f"  question:     {inference['question']}")
+    print(f"  answer:       {inference['model_answer']}")
+    print(f"  ground truth: {inference['answer']}\n")
+    print(f"done in {results['seconds']:.0f} s; results in {out / 'results.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main) or 0)
