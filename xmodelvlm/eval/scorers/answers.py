@@ -211,3 +211,12 @@ def coverage_warnings(metrics: dict[str, Any]) -> list[str]:
             shown = ", ".join(json.dumps(x, ensure_ascii=False) for x in examples.get(kind, []))
             lines.append(f"warning: {count} {explanation} (e.g. question_id {shown})")
     return lines
+
+
+def submission_metrics(match: AnswerMatch, path) -> dict[str, Any]:
+    """Metrics of a server-scored benchmark (VizWiz, MM-Vet): how many questions got an answer, where the
+    submission file is, and the coverage counts (missing / unknown / duplicate / failed)."""
+    metrics: dict[str, Any] = {"num_answers": sum(p is not None for _, p in match.predictions()),
+                               "submission": str(path)}
+    metrics.update(match.coverage())
+    return metrics

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from xmodelvlm.eval.questions import Question
-from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
+from xmodelvlm.eval.scorers.answers import submission_metrics, Answer, format_coverage, match_answers
 from xmodelvlm.utils import atomic_write_json
 
 RESULTS_FILE = "results.json"
@@ -21,10 +21,7 @@ def write_mmvet_results(questions: Sequence[Question], answers: Sequence[Answer]
                for question, prediction in match.predictions()}
     path = Path(output_dir) / RESULTS_FILE
     atomic_write_json(path, results, indent=2)
-    metrics: dict[str, Any] = {"num_answers": sum(p is not None for _, p in match.predictions()),
-                               "submission": str(path)}
-    metrics.update(match.coverage())
-    return metrics
+    return submission_metrics(match, path)
 
 
 def summarize_mmvet(metrics: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from xmodelvlm.eval.questions import Question
-from xmodelvlm.eval.scorers.answers import Answer, format_coverage, match_answers
+from xmodelvlm.eval.scorers.answers import submission_metrics, Answer, format_coverage, match_answers
 from xmodelvlm.eval.scorers.vqa_normalize import normalize_vqa_answer
 from xmodelvlm.utils import atomic_write_json
 
@@ -27,10 +27,7 @@ def write_vizwiz_submission(questions: Sequence[Question], answers: Sequence[Ans
                        "answer": normalize_vqa_answer(prediction) if prediction is not None else ""})
     path = Path(output_dir) / UPLOAD_FILE
     atomic_write_json(path, upload, indent=None)
-    metrics: dict[str, Any] = {"num_answers": sum(p is not None for _, p in match.predictions()),
-                               "submission": str(path)}
-    metrics.update(match.coverage())
-    return metrics
+    return submission_metrics(match, path)
 
 
 def summarize_vizwiz(metrics: dict[str, Any]) -> str:
