@@ -1,6 +1,7 @@
 """The whole system on synthetic data, on a CPU, in one command: data → stage 1 → stage 2 → evaluation → inference.
 
     python -m xmodelvlm.demo.run [OUT_DIR (default ./demo_out)] [--quick] [--fresh | --from STEP] [--jobs N]
+                                 [--device cpu|cuda] [--set NAME=VALUE ...]
     bash scripts/demo.sh ...                                   # the same
 
 Steps (one line of progress each, with its time), through the real entry points:
@@ -8,7 +9,9 @@ Steps (one line of progress each, with its time), through the real entry points:
   data        synthetic scenes in the real formats: LLaVA-558K captions, a LLaVA-665K-style mix, and POPE / GQA /
               MME in LLaVA-1.5's playground layout (`xmodelvlm.demo.synthetic_data`)
   tokenizer   a SentencePiece unigram model trained on the synthetic text, with the released tokenizer's settings
-  clip        a small CLIP pre-trained briefly on the synthetic images (`xmodelvlm.demo.tiny_clip`); frozen after
+  clip        a small CLIP in the real on-disk format (`xmodelvlm.demo.tiny_clip`), frozen: at its random
+              initialisation by default, which measured better at this budget; `--set clip_steps=N` pre-trains it
+              CLIP-style on the synthetic images first
   lm          a small Llama-architecture LM pre-trained briefly on the synthetic text alone, saved in Xmodel-LM's
               layout (`xmodelvlm.demo.tiny_lm`)
   stage1      `scripts/pretrain.sh`: the projector on the captions (`plain`), LM and tower frozen
@@ -25,7 +28,9 @@ then a table (POPE F1, GQA accuracy, MME perception; stage 1 alone vs after stag
 
 Steps whose inputs are ready run side by side, `--jobs` at a time (default: the number of cores), each with
 `--threads` threads (default 1): these models are so small that one thread per process and one process per core
-beats several threads per process, and a process does not slow to a crawl when the machine is shared.
+beats several threads per process for the many short steps (evaluation is mostly Python start-up). The three
+training steps (LM warm-up, stage 1, stage 2) are the long ones, and nothing else is ready while they run, so each
+runs alone with every thread the others would have had (`--jobs` x `--threads`).
 
 Rerunning reuses what is built. Each step records `OUT_DIR/.demo/<step>.json`: "started" (with its settings) before
 it runs, "done" after its outputs are complete. A step is reused when it is done with the same settings and every
@@ -76,10 +81,12 @@ class DemoSettings:
     image_size: int = 64
     # tokenizer
     vocab_size: int = 512
-    # CLIP tower (64 px, patch 8: 64 patches → 16 image tokens after the XDP projector)
-    clip_steps: int = 80
-    clip_batch: int = 64
-    clip_lr: float = 2e-3
+    # CLIP tower (64 px, patch 8: 64 patches → 16 image tokens after the XDP projector). 0 steps = frozen at its
+    # random initialisation, which measured better for the VLM than a minute of CLIP training at this budget
+    # (BENCHMARKS.md, "Demo"); set clip_steps to train it CLIP-style first.
+    clip_steps: int = 0
+    clip_batch: int = 32
+    clip_lr: float = 5e-4
     clip_max_seconds: float = 150.0  # a guard for a loaded machine; normally the steps finish well before
     # language model (Llama architecture)
     lm_hidden: int = 128
@@ -87,18 +94,21 @@ class DemoSettings:
     lm_layers: int = 3
     lm_heads: int = 4
     lm_kv_heads: int = 4
-    lm_warmup_steps: int = 80
+    lm_warmup_steps: int = 450
     lm_warmup_batch: int = 64
     lm_warmup_lr: float = 3e-3
     lm_corpus: str = "joined"
+    # the XDP projector: concatenate N consecutive patch tokens (the recipe's N = 4: 64 patches → 16 tokens)
+    projector: str = "xdpnetv10_4"
     # stage 1: projector only
     stage1_batch: int = 32
     stage1_lr: float = 2e-3
-    stage1_epochs: float = 1.0
+    stage1_epochs: float = 2.0
     # stage 2: projector + LM
     stage2_batch: int = 32
     stage2_lr: float = 1e-3
-    stage2_epochs: float = 2.0
+    stage2_projector_lr: float = 1e-4
+    stage2_epochs: float = 4.5
     # evaluation
     eval_batch: int = 50
     stage1_conv_mode: str = "plain"
@@ -108,8 +118,8 @@ class DemoSettings:
 
 
 DEFAULT = DemoSettings()
-QUICK = dataclasses.replace(DEFAULT, num_train=1500, num_eval=120, clip_steps=40, clip_max_seconds=60.0,
-                            lm_warmup_steps=40, stage2_epochs=2.0)
+QUICK = dataclasses.replace(DEFAULT, num_train=1500, num_eval=120, lm_warmup_steps=100, stage1_epochs=1.0,
+                            stage2_epochs=3.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -131,8 +141,10 @@ class Context:
     threads: int = 1
     python: str = sys.executable
     quick: bool = False
+    device: str = "cpu"
 
     def __post_init__(self):
+        self._step = threading.local()  # per step: the threads it was given
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self.stopping = False
@@ -148,12 +160,21 @@ class Context:
     eval_root = property(lambda self: self.out / "eval")
     logs = property(lambda self: self.out / "logs")
 
+    def eval_devices(self) -> dict[str, str]:
+        """The eval scripts' device choice: no GPU for a CPU run (whatever the machine has), one GPU otherwise."""
+        return {"CUDA_VISIBLE_DEVICES": "" if self.device == "cpu" else os.environ.get("CUDA_VISIBLE_DEVICES", "0")}
+
+    @property
+    def step_threads(self) -> int:
+        """Threads for the commands of the step running in this (scheduler) thread."""
+        return getattr(self._step, "threads", self.threads)
+
     def log_path(self, step: str) -> Path:
         return self.logs / f"{step}.log"
 
     def env(self, **extra) -> dict[str, str]:
         env = dict(os.environ)
-        threads = str(self.threads)
+        threads = str(self.step_threads)
         env.update(PYTHON=self.python, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
                    TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -275,10 +296,12 @@ def step_clip(ctx: Context) -> str:
     s = ctx.settings
     ctx.run("clip", [ctx.python, "-m", "xmodelvlm.demo.tiny_clip", "--data", ctx.data, "--out", ctx.clip,
                      "--steps", s.clip_steps, "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
-                     "--threads", ctx.threads, "--max-seconds", s.clip_max_seconds])
+                     "--threads", ctx.step_threads, "--max-seconds", s.clip_max_seconds, "--device", ctx.device])
     stats = json.loads((ctx.clip / STATS_FILE).read_text())
-    return (f"{stats['steps']} steps, loss {stats['first_loss']:.2f} → {stats['final_loss']:.2f}; held-out probes: "
-            f"presence {stats.get('presence_acc', float('nan')):.2f}, colour {stats.get('color_acc', float('nan')):.2f}")
+    trained = (f"CLIP-style training {stats['steps']} steps, loss {stats['first_loss']:.2f} → "
+               f"{stats['final_loss']:.2f}" if stats["steps"] else "random init (clip_steps=0)")
+    return (f"{trained}; held-out probes: presence {stats.get('presence_acc', float('nan')):.2f}, "
+            f"colour {stats.get('color_acc', float('nan')):.2f}, shape {stats.get('shape_acc', float('nan')):.2f}")
 
 
 def step_lm(ctx: Context) -> str:
@@ -289,7 +312,7 @@ def step_lm(ctx: Context) -> str:
                    "--out", ctx.lm, "--hidden", s.lm_hidden, "--intermediate", s.lm_intermediate,
                    "--layers", s.lm_layers, "--heads", s.lm_heads, "--kv-heads", s.lm_kv_heads,
                    "--steps", s.lm_warmup_steps, "--batch-size", s.lm_warmup_batch, "--lr", s.lm_warmup_lr,
-                   "--seed", s.seed, "--threads", ctx.threads, "--corpus", s.lm_corpus])
+                   "--seed", s.seed, "--threads", ctx.step_threads, "--corpus", s.lm_corpus, "--device", ctx.device])
     st = json.loads((ctx.lm / STATS_FILE).read_text())
     warm = f"text warm-up {st['steps']} steps, loss {st['first_loss']:.2f} → {st['final_loss']:.2f}" \
         if st["steps"] else "random init"
@@ -298,7 +321,7 @@ def step_lm(ctx: Context) -> str:
 
 
 def _train_env(ctx: Context, global_batch: int, **paths) -> dict[str, str]:
-    return ctx.env(DEVICE="cpu", LAUNCHER="python", DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm,
+    return ctx.env(DEVICE=ctx.device, LAUNCHER="python", DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm,
                    VISION_TOWER=ctx.clip, GLOBAL_BATCH=global_batch, PER_DEVICE_BATCH=global_batch, **paths)
 
 
@@ -320,7 +343,7 @@ def step_stage1(ctx: Context) -> str:
     env = _train_env(ctx, s.stage1_batch, PRETRAIN_DATA=ctx.data / "train" / "pretrain.json",
                      PRETRAIN_IMAGES=ctx.data / "train", OUTPUT_DIR=ctx.pretrain_out,
                      LOGGING_DIR=ctx.out / "runs" / "stage1")
-    output = ctx.run("stage1", ["bash", REPO_DIR / "scripts" / "pretrain.sh", "0",
+    output = ctx.run("stage1", ["bash", REPO_DIR / "scripts" / "pretrain.sh", "0", s.projector,
                                 *_train_flags(s.stage1_epochs, s.stage1_lr), "--mm_projector_lr", s.stage1_lr], env)
     if not (ctx.pretrain_out / "mm_projector.bin").is_file():
         raise StepFailed(f"scripts/pretrain.sh finished without writing {ctx.pretrain_out / 'mm_projector.bin'}")
@@ -339,8 +362,9 @@ def step_stage2(ctx: Context) -> str:
     env = _train_env(ctx, s.stage2_batch, PROJECTOR_PATH=ctx.pretrain_out / "mm_projector.bin",
                      FINETUNE_DATA=ctx.data / "train" / "instruct.json", FINETUNE_IMAGES=ctx.data / "train",
                      OUTPUT_DIR=ctx.stage2, LOGGING_DIR=ctx.out / "runs" / "stage2")
-    output = ctx.run("stage2", ["bash", REPO_DIR / "scripts" / "finetune.sh", "0",
-                                *_train_flags(s.stage2_epochs, s.stage2_lr)], env)
+    output = ctx.run("stage2", ["bash", REPO_DIR / "scripts" / "finetune.sh", "0", s.projector,
+                                *_train_flags(s.stage2_epochs, s.stage2_lr), "--mm_projector_lr",
+                                s.stage2_projector_lr], env)
     if not (ctx.stage2 / "model.safetensors").is_file():
         raise StepFailed(f"scripts/finetune.sh finished without writing {ctx.stage2 / 'model.safetensors'}")
     return _loss_summary("scripts/finetune.sh", output)
@@ -363,7 +387,7 @@ def make_eval_step(bench: str, stage: str) -> Callable[[Context], str]:
     def step(ctx: Context) -> str:
         checkpoint = ctx.stage1 if stage == "stage1" else ctx.stage2
         conv_mode = ctx.settings.stage1_conv_mode if stage == "stage1" else "v1"
-        env = ctx.env(CUDA_VISIBLE_DEVICES="", CPU_CHUNKS=1, BATCH_SIZE=ctx.settings.eval_batch, CONV_MODE=conv_mode,
+        env = ctx.env(**ctx.eval_devices(), CPU_CHUNKS=1, BATCH_SIZE=ctx.settings.eval_batch, CONV_MODE=conv_mode,
                       OUTPUT_ROOT=ctx.eval_root, DTYPE="float32")
         ctx.run(f"eval{stage[-1]}-{bench}", ["bash", REPO_DIR / "scripts" / "eval" / f"{bench}.sh", checkpoint,
                                              ctx.eval_data], env)
@@ -386,8 +410,8 @@ def step_inference(ctx: Context) -> str:
     prompt = q["question"] + SHORT_ANSWER_SUFFIX
     answer_file = ctx.logs / "inference.stdout"
     ctx.run("inference", [ctx.python, REPO_DIR / "inference.py", "--model-path", ctx.stage2, "--image-file", q["image"],
-                          "--prompt", prompt, "--max-new-tokens", 32, "--device", "cpu"],
-            ctx.env(CUDA_VISIBLE_DEVICES=""), stdout_file=answer_file)
+                          "--prompt", prompt, "--max-new-tokens", 32, "--device", ctx.device],
+            ctx.env(**ctx.eval_devices()), stdout_file=answer_file)
     record = {**q, "prompt": prompt, "model_answer": answer_file.read_text(encoding="utf-8").strip()}
     atomic_write_json(ctx.out / "inference.json", record)
     return f"{Path(q['image']).name}: {q['question']} → {record['model_answer']!r} (truth: {q['answer']!r})"
@@ -401,6 +425,7 @@ class Step:
     deps: tuple[str, ...] = ()
     settings: Callable[[DemoSettings], dict] = lambda s: {}  # what its result depends on besides its deps
     outputs: Callable[[Context], list[Path]] = lambda ctx: []  # removed before a rebuild from scratch
+    exclusive: bool = False  # runs alone, with every job's threads (`jobs` x `ctx.threads`)
 
 
 def _eval_steps(stage: str) -> tuple[Step, ...]:
@@ -425,12 +450,14 @@ STEPS: tuple[Step, ...] = (
          lambda s: s.pick("seed", "clip_steps", "clip_batch", "clip_lr", "clip_max_seconds"), lambda c: [c.clip]),
     Step("lm", "language model", step_lm, ("data", "tokenizer"),
          lambda s: s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
-                          "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus"), lambda c: [c.lm]),
+                          "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus"), lambda c: [c.lm],
+         exclusive=True),
     Step("stage1", "stage 1 training", step_stage1, ("data", "clip", "lm"),
-         lambda s: s.pick("stage1_batch", "stage1_lr", "stage1_epochs"),
-         lambda c: [c.pretrain_out, c.out / "runs" / "stage1"]),
+         lambda s: s.pick("projector", "stage1_batch", "stage1_lr", "stage1_epochs"),
+         lambda c: [c.pretrain_out, c.out / "runs" / "stage1"], exclusive=True),
     Step("stage2", "stage 2 training", step_stage2, ("stage1",),
-         lambda s: s.pick("stage2_batch", "stage2_lr", "stage2_epochs"), lambda c: [c.stage2, c.out / "runs" / "stage2"]),
+         lambda s: s.pick("stage2_batch", "stage2_lr", "stage2_projector_lr", "stage2_epochs"),
+         lambda c: [c.stage2, c.out / "runs" / "stage2"], exclusive=True),
     Step("export", "stage-1 checkpoint", step_export, ("stage1",), outputs=lambda c: [c.stage1]),
     *_eval_steps("stage2"),
     *_eval_steps("stage1"),
@@ -553,9 +580,11 @@ class Pipeline:
         try:
             while pending or running:
                 for name in list(pending):
-                    if failure or len(running) >= self.jobs:
+                    if failure or len(running) >= self.jobs or any(self.steps[r].exclusive for r in running):
                         break
                     if all(dep in finished for dep in self.steps[name].deps):
+                        if self.steps[name].exclusive and running:
+                            break  # it waits for the running ones, and nothing starts before it
                         pending.remove(name)
                         running[name] = self._start(name, actions[name])
                 time.sleep(0.2)
@@ -601,8 +630,10 @@ class Pipeline:
                     path.unlink()
         self.write_state(name, "started")
         box: dict = {}
+        threads = self.ctx.threads * (self.jobs if self.steps[name].exclusive else 1)
 
         def work() -> None:
+            self.ctx._step.threads = threads
             try:
                 box["summary"] = self.steps[name].body(self.ctx)
             except BaseException as exc:  # reported by the scheduler
@@ -673,10 +704,32 @@ def parse_args(argv: list[str] | None):
                        help="rebuild STEP and the steps that depend on it (the steps it needs must be finished)")
     parser.add_argument("--jobs", type=int, default=None, help="steps run side by side (default: the number of cores)")
     parser.add_argument("--threads", type=int, default=1, help="threads per process (default 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where models train and answer (default cpu; the time bar is for 2 CPU cores)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one of the demo's settings (repeatable), e.g. --set stage2_epochs=3; names: "
+                             + ", ".join(f.name for f in dataclasses.fields(DemoSettings)))
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1 or args.threads < 1:
         parser.error("--jobs and --threads must be at least 1")
     return args
+
+
+def apply_overrides(settings: DemoSettings, overrides: list[str]) -> DemoSettings:
+    """`settings` with each "name=value" of `overrides` applied, the value parsed as the field's type."""
+    fields = {f.name: f for f in dataclasses.fields(DemoSettings)}
+    changes: dict = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise UserError(f"--set {item!r}: expected NAME=VALUE with NAME one of: {', '.join(fields)}")
+        kind = type(getattr(DEFAULT, name))
+        try:
+            changes[name] = kind(text) if kind is not bool else {"true": True, "false": False}[text.lower()]
+        except (ValueError, KeyError):
+            raise UserError(f"--set {item!r}: {name} takes a{'n' if kind is int else ''} {kind.__name__}") from None
+    return dataclasses.replace(settings, **changes)
 
 
 def prepare_out_dir(path: str) -> Path:
@@ -692,11 +745,13 @@ def prepare_out_dir(path: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settings = apply_overrides(QUICK if args.quick else DEFAULT, args.overrides)
     out = prepare_out_dir(args.out_dir)
     jobs = args.jobs or os.cpu_count() or 1
-    ctx = Context(out, QUICK if args.quick else DEFAULT, threads=args.threads, quick=args.quick)
+    ctx = Context(out, settings, threads=args.threads, quick=args.quick, device=args.device)
+    where = "CPU" if args.device == "cpu" else "GPU"
     print(f"Xmodel-VLM demo{' (--quick)' if args.quick else ''}: synthetic data → stage 1 → stage 2 → evaluation → "
-          f"inference on the CPU, in {out}\n({jobs} step(s) at a time, {args.threads} thread(s) each; "
+          f"inference on the {where}, in {out}\n({jobs} step(s) at a time, {args.threads} thread(s) each; "
           f"logs in {ctx.logs})", flush=True)
     t0 = time.time()
     try:

@@ -103,10 +103,6 @@ class Obj:
     cy: float
     r: float   # radius in pixels
 
-    @property
-    def name(self) -> str:
-        return f"{self.color} {self.shape}"
-
 
 @dataclass
 class Scene:
@@ -115,15 +111,6 @@ class Scene:
     bg_texture: str
     stripe_dir: str = "horizontal"
     noise_seed: int = 0
-
-    def has(self, color: str | None = None, shape: str | None = None) -> bool:
-        return any((color is None or o.color == color) and (shape is None or o.shape == shape) for o in self.objects)
-
-    def by_shape(self, shape: str) -> Obj | None:
-        return next((o for o in self.objects if o.shape == shape), None)
-
-    def by_position(self, pos: str) -> Obj | None:
-        return next((o for o in self.objects if o.position == pos), None)
 
     def count(self, color: str | None = None) -> int:
         return sum(1 for o in self.objects if color is None or o.color == color)
@@ -529,6 +516,10 @@ FAMILIES: dict[str, tuple[Callable, Callable[[Scene], bool], bool]] = {
     "compare_color": (qa_compare_color, lambda s: len(s.objects) >= 2, True),
     "logical_or": (qa_logical_or, lambda s: True, True),
 }
+# Shares of the training conversations: short-answer VQA; free-form opening with a description of the image (the
+# rest: free-form questions only).
+VQA_SHARE = 0.62
+DESCRIBE_SHARE = 0.1
 # training mix: presence (POPE) and GQA-style families weighted up, everything else present
 TRAIN_FAMILY_WEIGHTS = {
     "exist_pair": 5.0, "exist_shape": 1.0, "color_query": 3.0, "shape_query": 1.5, "position_query": 1.5,
@@ -601,13 +592,13 @@ def instruct_conversation(scene: Scene, rng: np.random.Generator, popularity) ->
     n_turns = int(rng.choice([1, 2, 3, 4], p=[0.25, 0.3, 0.25, 0.2]))
     turns: list[tuple[str, str]] = []
     used: set[str] = set()
-    if style < 0.62:  # short-answer VQA (the format every eval set uses)
+    if style < VQA_SHARE:  # short-answer VQA (the format every eval set uses)
         for _ in range(n_turns):
             fam, qa = sample_qa(scene, rng, TRAIN_FAMILY_WEIGHTS, popularity, exclude=used)
             used.add(fam)
             turns.append((qa.question + SHORT_ANSWER_SUFFIX, _cap(qa.short)))
     else:  # free-form conversation, sometimes opening with a description
-        if style > 0.9:
+        if style > 1 - DESCRIBE_SHARE:
             turns.append((_pick(rng, DESCRIBE_QUESTIONS), _cap(caption(scene, rng)) + "."))
         while len(turns) < n_turns:
             fam, qa = sample_qa(scene, rng, TRAIN_FAMILY_WEIGHTS, popularity, exclude=used)
@@ -753,7 +744,7 @@ def generate_mme(a: Args, popularity) -> dict:
         for i in range(n_img):
             rng = _rng(a.seed, STREAM_MME, t * 1_000_000 + i)
             scene = sample_scene(rng, a.image_size)
-            if task == "scene":
+            if task in MME_NESTED_TASKS:
                 stem = f"Places365_val_{i + 1:08d}"
                 img_rel = f"{task}/images/{stem}.png"
                 gt_rel = f"{task}/questions_answers_YN/{stem}.txt"

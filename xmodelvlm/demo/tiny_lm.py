@@ -94,7 +94,7 @@ def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int):
 
 
 def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, seed: int,
-            log_every: int = 10) -> dict:
+            log_every: int = 10, device: str = "cpu") -> dict:
     """Next-token training of `model` on `docs` (AdamW, linear warmup then cosine, grad clip 1); returns stats."""
     import torch
 
@@ -103,10 +103,10 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
     warm = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * k / max(1, steps)))))
-    model.train()
+    model.to(device).train()
     losses, t0 = [], time.time()
     for step, (input_ids, mask, labels) in enumerate(_batches(encoded, batch_size, steps, seed)):
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -116,7 +116,7 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
         if step % log_every == 0 or step == steps - 1:
             print(f"[tiny_lm] step {step + 1}/{steps} loss {losses[-1]:.3f} {time.time() - t0:.1f}s",
                   file=sys.stderr, flush=True)
-    model.eval()
+    model.to("cpu").eval()
     return {"steps": steps, "documents": len(docs), "first_loss": round(losses[0], 4) if losses else None,
             "final_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4) if losses else None,
             "train_seconds": round(time.time() - t0, 2)}
@@ -124,7 +124,7 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
 
 def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, intermediate: int = 384, layers: int = 3,
                  heads: int = 4, kv_heads: int = 4, steps: int = 80, batch_size: int = 64, lr: float = 3e-3,
-                 seed: int = 0, threads: int = 1, joined: bool = True) -> dict:
+                 seed: int = 0, threads: int = 1, joined: bool = True, device: str = "cpu") -> dict:
     """Build, warm up and save the LM; returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
     import sentencepiece as spm
     import torch
@@ -141,7 +141,7 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     sizes = {"vocab_size": sp.get_piece_size(), "hidden_size": hidden, "intermediate_size": intermediate,
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
     model = build_lm(sizes, seed)
-    stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed) if steps > 0
+    stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed, device=device) if steps > 0
              else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
                  seed=seed, threads=threads, joined=joined)
@@ -173,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--corpus", choices=["joined", "separate"], default="joined",
                    help="joined: each image's caption and conversation as one document (default); separate: apart")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
     if not Path(a.tokenizer).is_dir():
         raise UserError(f"--tokenizer {a.tokenizer}: no such directory (run xmodelvlm.demo.tiny_tokenizer first)")
     stats = make_tiny_lm(a.data, a.tokenizer, a.out, hidden=a.hidden, intermediate=a.intermediate, layers=a.layers,
                          heads=a.heads, kv_heads=a.kv_heads, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                         seed=a.seed, threads=a.threads, joined=a.corpus == "joined")
+                         seed=a.seed, threads=a.threads, joined=a.corpus == "joined", device=a.device)
     print(f"[tiny_lm] wrote {a.out}: {json.dumps(stats)}", file=sys.stderr)
     return 0
 

@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from xmodelvlm.constants import DEFAULT_IMAGE_TOKEN
+from xmodelvlm.data.conversation import SYSTEM_V1
 from xmodelvlm.demo.synthetic_data import MME_SUFFIX, SHORT_ANSWER_SUFFIX
 from xmodelvlm.utils import atomic_write_bytes, atomic_write_json
 
 MODEL_FILE = "tokenizer.model"
 DEFAULT_VOCAB_SIZE = 512
 
-V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-             "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 # Strings every prompt of the demo (training templates and eval suffixes) is built from.
 FIXED_TEXTS = (
-    V1_SYSTEM,
+    SYSTEM_V1,
     "USER:", "ASSISTANT:", "USER: ASSISTANT:",
     SHORT_ANSWER_SUFFIX.strip(),
     MME_SUFFIX.strip(),

@@ -1,0 +1,79 @@
+"""One demo variant in one process (used by bench/demo_sweep.py; not a test).
+
+    python bench/demo_variant.py OUT BASE NAME '["stage2_epochs=4", ...]' cpu|cuda
+
+The demo's settings (`xmodelvlm.demo.run.DEFAULT` with the overrides) on the data and tokenizer already in
+BASE/data<num_train> and BASE/tok<num_train>: the tiny CLIP (`pretrain_tiny_clip`; env CLIP_DIR=... reuses a
+trained one instead), the LM warm-up (`make_tiny_lm`), stage 1 and stage 2 through the real `train.py` entry point
+(`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
+checkpoints), then POPE / GQA / MME on stage 2 with the real answering engine and scorers. Skips the shell scripts,
+the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
+Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
+"""
+import json, sys, time, os, dataclasses
+from pathlib import Path
+t0 = time.time()
+out, base, name, ov, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
+import torch
+torch.set_num_threads(int(os.environ.get("THREADS", "1")))
+from xmodelvlm.demo.run import DEFAULT, apply_overrides, SHORT_ANSWER_SUFFIX
+from xmodelvlm.demo.tiny_clip import pretrain_tiny_clip
+from xmodelvlm.demo.tiny_lm import make_tiny_lm
+s = apply_overrides(DEFAULT, ov)
+run = out / name; run.mkdir(parents=True, exist_ok=True)
+data = base / f"data{s.num_train}"; tok = base / f"tok{s.num_train}"
+times = {}
+def lap(k, t=[time.time()]):
+    times[k] = round(time.time() - t[0], 1); t[0] = time.time()
+clip = Path(os.environ["CLIP_DIR"]) if os.environ.get("CLIP_DIR") else run / "clip"
+if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, steps=s.clip_steps, batch_size=s.clip_batch,
+                   lr=s.clip_lr, seed=s.seed, num_threads=int(os.environ.get("THREADS", "1")), quiet=True, device=device)
+lap("clip")
+lm = run / "lm"
+lmst = make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
+                    kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
+                    seed=s.seed, device=device, joined=s.lm_corpus == "joined")
+lap("lm")
+from xmodelvlm.train.train import main as train_main
+prec = ["--bf16", "True", "--tf32", "True"] if device == "cuda" else ["--use_cpu", "True", "--bf16", "False"]
+common = ["--model_name_or_path", str(lm), "--vision_tower", str(clip), "--mm_projector_type", s.projector,
+          "--mm_vision_select_layer", "-2", "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
+          "--save_strategy", "no", "--weight_decay", "0.", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
+          "--logging_steps", "50", "--model_max_length", "2048", "--gradient_checkpointing", "False",
+          "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True"]
+train_main(common + ["--version", "plain", "--data_path", str(data / "train" / "pretrain.json"), "--image_folder", str(data / "train"),
+           "--tune_mm_mlp_adapter", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
+           "--per_device_train_batch_size", str(s.stage1_batch), "--learning_rate", str(s.stage1_lr), "--mm_projector_lr", str(s.stage1_lr)])
+lap("stage1")
+train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),
+           "--pretrain_mm_mlp_adapter", str(run / "s1" / "mm_projector.bin"), "--group_by_modality_length", "True",
+           "--output_dir", str(run / "s2"), "--num_train_epochs", str(s.stage2_epochs),
+           "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr)])
+lap("stage2")
+from xmodelvlm.eval import answer
+from xmodelvlm.eval.benchmarks import get_benchmark
+res = {}
+evald = base / f"data{s.num_train}" / "eval"
+for bench in ("pope", "gqa", "mme"):
+    af = run / f"{bench}.jsonl"
+    if af.exists(): af.unlink()
+    answer.main(["--model-path", str(run / "s2"), "--bench", bench, "--data-root", str(evald), "--answers-file", str(af),
+                 "--batch-size", "100", "--device", device, "--no-progress"])
+    met = get_benchmark(bench).score(evald, [af], run / bench)
+    res[bench] = {k: round(v, 1) for k, v in met.items() if isinstance(v, (int, float))}
+lap("eval")
+# per-type GQA accuracy
+qs = json.loads((evald / "gqa" / "data" / "testdev_balanced_questions.json").read_text())
+by = {}
+for line in open(run / "gqa.jsonl"):
+    a = json.loads(line); q = qs[a["question_id"]]; t = q["types"]["detailed"]
+    by.setdefault(t, []).append(a["text"].strip().lower().rstrip(".") == q["answer"])
+rec = {"name": name, "ov": ov, "pope": res["pope"].get("f1"), "gqa": res["gqa"].get("accuracy"),
+       "mme": res["mme"].get("perception"), "pope_yes": res["pope"].get("yes_ratio"), "times": times,
+       "total": round(time.time() - t0, 1), "lm_loss": lmst.get("final_loss"),
+       "clip": json.loads((clip / "clip_pretrain_stats.json").read_text()),
+       "gqa_types": {t: round(sum(v) / len(v), 2) for t, v in sorted(by.items())}}
+rec["clip"] = {k: rec["clip"].get(k) for k in ("presence_acc", "shape_acc", "color_acc", "count_acc", "patch_acc")}
+with open(out / "results.jsonl", "a") as f:
+    f.write(json.dumps(rec) + "\n")
+print("RESULT", json.dumps(rec), flush=True)
