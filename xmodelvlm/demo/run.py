@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
@@ -62,7 +63,6 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "demo_out"
 STATE_DIR = ".demo"
 BENCHMARKS = ("pope", "gqa", "mme")
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,6 +168,9 @@ class Context:
     def step_threads(self) -> int:
         """Threads for the commands of the step running in this (scheduler) thread."""
         return getattr(self._step, "threads", self.threads)
+
+    def set_step_threads(self, threads: int) -> None:
+        self._step.threads = threads
 
     def log_path(self, step: str) -> Path:
         return self.logs / f"{step}.log"
@@ -633,7 +636,7 @@ class Pipeline:
         threads = self.ctx.threads * (self.jobs if self.steps[name].exclusive else 1)
 
         def work() -> None:
-            self.ctx._step.threads = threads
+            self.ctx.set_step_threads(threads)
             try:
                 box["summary"] = self.steps[name].body(self.ctx)
             except BaseException as exc:  # reported by the scheduler

@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 
 from xmodelvlm.constants import DEFAULT_IMAGE_TOKEN
+from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
 STATS_FILE = "lm_warmup_stats.json"
 BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
-
-
-SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
 def _turns_text(turns: list[dict]) -> str:
