@@ -365,21 +365,20 @@ def qa_bg_verify(scene, rng, want=None, **_):
     return QA(f"Is the background {t}?", ans, long, "verify", "global", "verifyBg")
 
 
+def _there_are(n: int, color: str = "") -> str:
+    """"is one shape", "are two red shapes": the count sentence after "there", singular or plural."""
+    return f"{'is' if n == 1 else 'are'} {NUM_WORDS[n]} {color + ' ' if color else ''}{'shape' if n == 1 else 'shapes'}"
+
+
 def qa_count_all(scene, rng, **_):
     n = scene.count()
-    noun = "shape" if n == 1 else "shapes"
-    verb = "is" if n == 1 else "are"
-    return QA("How many shapes are there in the image?", str(n), f"There {verb} {NUM_WORDS[n]} {noun}.", "query",
-              "obj", "count")
+    return QA("How many shapes are there in the image?", str(n), f"There {_there_are(n)}.", "query", "obj", "count")
 
 
 def qa_count_color(scene, rng, **_):
     c = _pick(rng, COLORS) if rng.random() < 0.3 else _pick(rng, scene.objects).color
     n = scene.count(c)
-    noun = "shape" if n == 1 else "shapes"
-    verb = "is" if n == 1 else "are"
-    return QA(f"How many {c} shapes are there?", str(n), f"There {verb} {NUM_WORDS[n]} {c} {noun}.", "query", "attr",
-              "countAttr")
+    return QA(f"How many {c} shapes are there?", str(n), f"There {_there_are(n, c)}.", "query", "attr", "countAttr")
 
 
 def count_question(k: int) -> str:
@@ -392,9 +391,7 @@ def qa_count_verify(scene, rng, want=None, **_):
         k, ans = n, "yes"
     else:
         k, ans = _pick(rng, [x for x in (1, 2, 3, 4) if x != n]), "no"
-    noun = "shape" if n == 1 else "shapes"
-    verb = "is" if n == 1 else "are"
-    long = f"Yes, there {verb} {NUM_WORDS[n]} {noun}." if ans == "yes" else f"No, there {verb} {NUM_WORDS[n]} {noun}."
+    long = f"{'Yes' if ans == 'yes' else 'No'}, there {_there_are(n)}."
     return QA(count_question(k), ans, long, "verify", "obj", "verifyCount")
 
 
