@@ -3,7 +3,7 @@
     python bench/demo_sweep.py ROOT VARIANTS.json cpu|cuda PARALLEL
 
 VARIANTS.json: {"name": ["stage2_epochs=4", "clip_steps=0", ...], ...} (overrides of `xmodelvlm.demo.run.DEFAULT`,
-as `--set` takes them). The synthetic data and tokenizer are built once per `num_train` under ROOT/base, then each
+as `--set` takes them). The synthetic data and tokenizer are built once per `num_train` and `image_size` under ROOT/base, then each
 variant runs as `bench/demo_variant.py` (its own process), PARALLEL at a time; results in ROOT/results.jsonl, logs
 in ROOT/<name>.log. On a GPU a variant takes a minute or two and what it learns depends on its optimizer steps, not
 the device, which is what made a sweep affordable; CPU times per step are in BENCHMARKS.md.
@@ -16,11 +16,14 @@ from xmodelvlm.demo import synthetic_data, tiny_tokenizer
 from xmodelvlm.demo.run import DEFAULT, apply_overrides
 base = root / "base"
 t0 = time.time()
-for n in sorted({apply_overrides(DEFAULT, ov).num_train for ov in variants.values()}):
-    s = apply_overrides(DEFAULT, [f"num_train={n}"] + [o for ov in variants.values() for o in ov if o.startswith("num_eval=")][:1])
-    if not (base / f"tok{n}").exists():
-        synthetic_data.generate(base / f"data{n}", seed=s.seed, num_train=n, num_eval=s.num_eval, image_size=s.image_size, quiet=True)
-        tiny_tokenizer.train_tokenizer(tiny_tokenizer.dataset_texts(base / f"data{n}"), base / f"tok{n}", vocab_size=s.vocab_size)
+for n, size in sorted({(apply_overrides(DEFAULT, ov).num_train, apply_overrides(DEFAULT, ov).image_size)
+                       for ov in variants.values()}):
+    s = apply_overrides(DEFAULT, [f"num_train={n}", f"image_size={size}"]
+                        + [o for ov in variants.values() for o in ov if o.startswith("num_eval=")][:1])
+    if not (base / f"tok{n}px{size}").exists():
+        synthetic_data.generate(base / f"data{n}px{size}", seed=s.seed, num_train=n, num_eval=s.num_eval, image_size=size, quiet=True)
+        tiny_tokenizer.train_tokenizer(tiny_tokenizer.dataset_texts(base / f"data{n}px{size}"), base / f"tok{n}px{size}",
+                                       vocab_size=s.vocab_size)
 print(f"data ready {time.time()-t0:.0f}s", flush=True)
 def one(item):
     name, ov = item

@@ -3,8 +3,8 @@
     python bench/demo_variant.py OUT BASE NAME '["stage2_epochs=4", ...]' cpu|cuda
 
 The demo's settings (`xmodelvlm.demo.run.DEFAULT` with the overrides) on the data and tokenizer already in
-BASE/data<num_train> and BASE/tok<num_train>: the tiny CLIP (`pretrain_tiny_clip`; env CLIP_DIR=... reuses a
-trained one instead), the LM warm-up (`make_tiny_lm`), stage 1 and stage 2 through the real `train.py` entry point
+BASE/data<num_train>px<image_size> and BASE/tok<num_train>px<image_size>: the tiny CLIP (`pretrain_tiny_clip`; env
+CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env LM_DIR=... reuses one), stage 1 and stage 2 through the real `train.py` entry point
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
 checkpoints), then POPE / GQA / MME on stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
@@ -21,16 +21,16 @@ from xmodelvlm.demo.tiny_clip import pretrain_tiny_clip
 from xmodelvlm.demo.tiny_lm import make_tiny_lm
 s = apply_overrides(DEFAULT, ov)
 run = out / name; run.mkdir(parents=True, exist_ok=True)
-data = base / f"data{s.num_train}"; tok = base / f"tok{s.num_train}"
+data = base / f"data{s.num_train}px{s.image_size}"; tok = base / f"tok{s.num_train}px{s.image_size}"
 times = {}
 def lap(k, t=[time.time()]):
     times[k] = round(time.time() - t[0], 1); t[0] = time.time()
 clip = Path(os.environ["CLIP_DIR"]) if os.environ.get("CLIP_DIR") else run / "clip"
-if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, steps=s.clip_steps, batch_size=s.clip_batch,
+if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, image_size=s.image_size, patch_size=s.clip_patch, located_phrases=s.clip_located_phrases, steps=s.clip_steps, batch_size=s.clip_batch,
                    lr=s.clip_lr, seed=s.seed, num_threads=int(os.environ.get("THREADS", "1")), quiet=True, device=device)
 lap("clip")
-lm = run / "lm"
-lmst = make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
+lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
+lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
                     kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
                     seed=s.seed, device=device, joined=s.lm_corpus == "joined")
 lap("lm")
@@ -53,7 +53,7 @@ lap("stage2")
 from xmodelvlm.eval import answer
 from xmodelvlm.eval.benchmarks import get_benchmark
 res = {}
-evald = base / f"data{s.num_train}" / "eval"
+evald = data / "eval"
 for bench in ("pope", "gqa", "mme"):
     af = run / f"{bench}.jsonl"
     if af.exists(): af.unlink()
@@ -73,7 +73,7 @@ rec = {"name": name, "ov": ov, "pope": res["pope"].get("f1"), "gqa": res["gqa"].
        "total": round(time.time() - t0, 1), "lm_loss": lmst.get("final_loss"),
        "clip": json.loads((clip / "clip_pretrain_stats.json").read_text()),
        "gqa_types": {t: round(sum(v) / len(v), 2) for t, v in sorted(by.items())}}
-rec["clip"] = {k: rec["clip"].get(k) for k in ("presence_acc", "shape_acc", "color_acc", "count_acc", "patch_acc")}
+rec["clip"] = {k: rec["clip"].get(k) for k in ("presence_acc", "shape_acc", "position_acc", "color_acc", "count_acc", "patch_acc")}
 with open(out / "results.jsonl", "a") as f:
     f.write(json.dumps(rec) + "\n")
 print("RESULT", json.dumps(rec), flush=True)

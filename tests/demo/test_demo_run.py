@@ -188,7 +188,7 @@ def test_real_steps_form_a_valid_pipeline(tmp_path):
     assert p.ancestors("stage2") == ["data", "tokenizer", "clip", "lm", "stage1"]
     assert "stage2" not in p.ancestors("eval1-pope") and "export" in p.ancestors("eval1-pope")
     assert set(p.plan().values()) == {"build"}
-    assert {s.name for s in run.STEPS if s.exclusive} == {"lm", "stage1", "stage2"}
+    assert {s.name for s in run.STEPS if s.exclusive} == {"clip", "lm", "stage1", "stage2"}
 
 
 # ------------------------------------------------------------------------------------------------ CLI, bad input

@@ -280,9 +280,23 @@ def test_tiny_clip_saves_a_loadable_openai_style_dir(data, tmp_path):
     feats = hs[-2][:, 1:]  # layer -2, patch tokens only (what the VLM uses)
     assert feats.shape == (1, 64, 128) and feats.shape[1] % 4 == 0
     stats = json.loads((out / "clip_pretrain_stats.json").read_text())
-    assert stats["steps"] == 2 and stats["aux_region_loss"] is True
+    assert stats["steps"] == 2 and stats["aux_region_loss"] is True and stats["located_phrases"] is True
     for key in ("seconds", "final_loss", "probe_acc", "retrieval_top1", "presence_acc", "color_acc"):
         assert isinstance(stats[key], float), key
+
+
+def test_tiny_clip_cli_patch_size_and_unlocated_phrases(data, tmp_path):
+    from xmodelvlm.demo import tiny_clip as tc
+
+    out = tmp_path / "clip16"
+    assert tc.main(["--data", str(data), "--out", str(out), "--steps", "1", "--batch-size", "8", "--patch-size", "16",
+                    "--no-located-phrases", "--threads", "1", "--quiet"]) == 0
+    stats = json.loads((out / "clip_pretrain_stats.json").read_text())
+    assert stats["num_patches"] == 16 and stats["located_phrases"] is False and stats["aux_region_loss"] is True
+    assert 0.0 <= stats["position_acc"] <= 1.0
+    with pytest.raises(SystemExit) as exc:  # a patch size that does not divide the images: usage error, exit 2
+        tc.main(["--data", str(data), "--out", str(tmp_path / "bad"), "--patch-size", "7", "--quiet"])
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()
 
 
 def test_tiny_clip_without_scenes_is_pure_contrastive(data, tmp_path):
@@ -305,3 +319,47 @@ def test_default_sizes_generate_quickly(tmp_path):
     assert c["train_images"] == 4000 and c["pope_questions"] == 300 and c["gqa_questions"] == 300
     assert c["mme_questions"] == 300
     assert 0.03 < c["instruct_text_only"] / c["instruct_samples"] < 0.07
+
+
+def test_at_the_demo_size_every_object_lies_in_its_own_slot_cell():
+    """At 48 px the five slots are the centres of a 3x3 grid of 16 px cells, so a patch-16 tower gives one token
+    per slot: each object's pixels stay inside its slot's cell, all but a sliver of the largest, jittered ones."""
+    from xmodelvlm.demo.run import DEFAULT
+
+    size, cell = DEFAULT.image_size, DEFAULT.clip_patch
+    assert size == 3 * cell
+    cell_of = {"left": (1, 0), "right": (1, 2), "top": (0, 1), "bottom": (2, 1), "center": (1, 1)}
+    for i in range(200):
+        scene = sd.sample_scene(sd._rng(0, sd.STREAM_TRAIN, i), size)
+        mask = sd.render_mask(scene, size)
+        for k, obj in enumerate(scene.objects, start=1):
+            row, col = cell_of[obj.position]
+            inside = mask[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] == k
+            assert inside.sum() >= 0.9 * (mask == k).sum(), (i, obj)
+
+
+def test_located_region_targets_name_each_objects_slot(data):
+    from xmodelvlm.demo import tiny_clip as tc
+
+    meta = {"colors": list(sd.COLORS), "shapes": list(sd.SHAPES), "textures": list(sd.BG_TEXTURES),
+            "bg_colors": list(sd.BG_COLORS), "positions": list(sd.POSITIONS),
+            "position_phrases": [sd.POS_PHRASE[p] for p in sd.POSITIONS]}
+    phrases = tc._phrases(meta, located=True)
+    assert len(phrases) == 6 * 4 * 5 + 9 and "a red circle on the left" in phrases
+    scenes = [{"objects": [vars(o) for o in sd.sample_scene(sd._rng(0, sd.STREAM_TRAIN, i), 48).objects],
+               "bg_color": "gray", "bg_texture": "plain"} for i in range(20)]
+    located = tc.patch_targets(scenes, 48, 16, meta, located=True)
+    plain = tc.patch_targets(scenes, 48, 16, meta)
+    assert located.shape == (20, 9, len(phrases)) and plain.shape == (20, 9, 6 * 4 + 9)
+    assert torch_allclose(located.sum(-1), 1.0) and torch_allclose(plain.sum(-1), 1.0)
+    cell = {"left": 3, "right": 5, "top": 1, "bottom": 7, "center": 4}
+    n_objects = 6 * 4 * 5
+    for k, sc in enumerate(scenes):
+        for o in sc["objects"]:
+            name = f"a {o['color']} {o['shape']} {sd.POS_PHRASE[o['position']]}"
+            assert phrases[int(located[k, cell[o["position"]], :n_objects].argmax())] == name
+
+
+def torch_allclose(t, value: float) -> bool:
+    return bool(((t - value).abs() < 1e-5).all())
+

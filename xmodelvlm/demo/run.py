@@ -9,9 +9,9 @@ Steps (one line of progress each, with its time), through the real entry points:
   data        synthetic scenes in the real formats: LLaVA-558K captions, a LLaVA-665K-style mix, and POPE / GQA /
               MME in LLaVA-1.5's playground layout (`xmodelvlm.demo.synthetic_data`)
   tokenizer   a SentencePiece unigram model trained on the synthetic text, with the released tokenizer's settings
-  clip        a small CLIP in the real on-disk format (`xmodelvlm.demo.tiny_clip`), frozen: at its random
-              initialisation by default, which measured better at this budget; `--set clip_steps=N` pre-trains it
-              CLIP-style on the synthetic images first
+  clip        a small CLIP in the real on-disk format (`xmodelvlm.demo.tiny_clip`), pre-trained CLIP-style on the
+              synthetic images for about a minute (a stand-in for a pretrained CLIP; `--set clip_steps=0` keeps it
+              at its random initialisation), then frozen
   lm          a small Llama-architecture LM pre-trained briefly on the synthetic text alone, saved in Xmodel-LM's
               layout (`xmodelvlm.demo.tiny_lm`)
   stage1      `scripts/pretrain.sh`: the projector on the captions (`plain`), LM and tower frozen
@@ -28,9 +28,9 @@ then a table (POPE F1, GQA accuracy, MME perception; stage 1 alone vs after stag
 
 Steps whose inputs are ready run side by side, `--jobs` at a time (default: the number of cores), each with
 `--threads` threads (default 1): these models are so small that one thread per process and one process per core
-beats several threads per process for the many short steps (evaluation is mostly Python start-up). The three
-training steps (LM warm-up, stage 1, stage 2) are the long ones, and nothing else is ready while they run, so each
-runs alone with every thread the others would have had (`--jobs` x `--threads`).
+beats several threads per process for the many short steps (evaluation is mostly Python start-up). The four
+training steps (CLIP, LM warm-up, stage 1, stage 2) are the long ones, and little else is ready while they run, so
+each runs alone with every thread the others would have had (`--jobs` x `--threads`).
 
 Rerunning reuses what is built. Each step records `OUT_DIR/.demo/<step>.json`: "started" (with its settings) before
 it runs, "done" after its outputs are complete. A step is reused when it is done with the same settings and every
@@ -75,18 +75,21 @@ class DemoSettings:
     the CI integration test's shortened run."""
 
     seed: int = 0
-    # data
+    # data: 48 px scenes whose five object slots are the centres of a 3x3 grid of 16 px cells
     num_train: int = 4000
     num_eval: int = 300
-    image_size: int = 64
+    image_size: int = 48
     # tokenizer
     vocab_size: int = 512
-    # CLIP tower (64 px, patch 8: 64 patches → 16 image tokens after the XDP projector). 0 steps = frozen at its
-    # random initialisation, which measured better for the VLM than a minute of CLIP training at this budget
-    # (BENCHMARKS.md, "Demo"); set clip_steps to train it CLIP-style first.
-    clip_steps: int = 0
-    clip_batch: int = 32
-    clip_lr: float = 5e-4
+    # CLIP tower: patch 16, so each of its 3x3 = 9 patch tokens sees one cell, i.e. one slot. Pre-trained CLIP-style
+    # (captions, plus region phrases that name what lies in each patch and where) as a stand-in for a pretrained
+    # CLIP, then frozen. clip_steps = 0 keeps it at its random initialisation, on which the VLM never learned to
+    # read shape (BENCHMARKS.md, "Demo").
+    clip_patch: int = 16
+    clip_steps: int = 600
+    clip_batch: int = 64
+    clip_lr: float = 1e-3
+    clip_located_phrases: bool = True  # region phrases name the place too ("a red circle on the left")
     clip_max_seconds: float = 150.0  # a guard for a loaded machine; normally the steps finish well before
     # language model (Llama architecture)
     lm_hidden: int = 128
@@ -98,8 +101,9 @@ class DemoSettings:
     lm_warmup_batch: int = 64
     lm_warmup_lr: float = 3e-3
     lm_corpus: str = "joined"
-    # the XDP projector: concatenate N consecutive patch tokens (the recipe's N = 4: 64 patches → 16 tokens)
-    projector: str = "xdpnetv10_4"
+    # the XDP projector with N = 1 (the released model's older revision): one image token per cell. The recipe's
+    # N = 4 concatenates 4 consecutive tokens of a row, which on a 3x3 grid would mix cells of different rows
+    projector: str = "xdpnetv10_1"
     # stage 1: projector only
     stage1_batch: int = 32
     stage1_lr: float = 2e-3
@@ -108,7 +112,7 @@ class DemoSettings:
     stage2_batch: int = 32
     stage2_lr: float = 1e-3
     stage2_projector_lr: float = 1e-4
-    stage2_epochs: float = 4.5
+    stage2_epochs: float = 6.0
     # evaluation
     eval_batch: int = 50
     stage1_conv_mode: str = "plain"
@@ -118,8 +122,8 @@ class DemoSettings:
 
 
 DEFAULT = DemoSettings()
-QUICK = dataclasses.replace(DEFAULT, num_train=1500, num_eval=120, lm_warmup_steps=100, stage1_epochs=1.0,
-                            stage2_epochs=3.0)
+QUICK = dataclasses.replace(DEFAULT, num_train=1500, num_eval=120, clip_steps=300, lm_warmup_steps=100,
+                            stage1_epochs=1.0, stage2_epochs=3.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,13 +302,16 @@ def step_clip(ctx: Context) -> str:
 
     s = ctx.settings
     ctx.run("clip", [ctx.python, "-m", "xmodelvlm.demo.tiny_clip", "--data", ctx.data, "--out", ctx.clip,
-                     "--steps", s.clip_steps, "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
-                     "--threads", ctx.step_threads, "--max-seconds", s.clip_max_seconds, "--device", ctx.device])
+                     "--image-size", s.image_size, "--patch-size", s.clip_patch, "--steps", s.clip_steps,
+                     "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
+                     "--threads", ctx.step_threads, "--max-seconds", s.clip_max_seconds, "--device", ctx.device,
+                     "--located-phrases" if s.clip_located_phrases else "--no-located-phrases"])
     stats = json.loads((ctx.clip / STATS_FILE).read_text())
     trained = (f"CLIP-style training {stats['steps']} steps, loss {stats['first_loss']:.2f} → "
                f"{stats['final_loss']:.2f}" if stats["steps"] else "random init (clip_steps=0)")
-    return (f"{trained}; held-out probes: presence {stats.get('presence_acc', float('nan')):.2f}, "
-            f"colour {stats.get('color_acc', float('nan')):.2f}, shape {stats.get('shape_acc', float('nan')):.2f}")
+    probes = ", ".join(f"{name} {stats.get(key, float('nan')):.2f}" for name, key in (
+        ("presence", "presence_acc"), ("colour", "color_acc"), ("shape", "shape_acc"), ("slot", "position_acc")))
+    return f"{trained}; held-out probes: {probes}"
 
 
 def step_lm(ctx: Context) -> str:
@@ -450,7 +457,9 @@ STEPS: tuple[Step, ...] = (
     Step("tokenizer", "tokenizer", step_tokenizer, ("data",), lambda s: s.pick("vocab_size"),
          lambda c: [c.tokenizer]),
     Step("clip", "CLIP tower", step_clip, ("data",),
-         lambda s: s.pick("seed", "clip_steps", "clip_batch", "clip_lr", "clip_max_seconds"), lambda c: [c.clip]),
+         lambda s: s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",
+                          "clip_max_seconds"),
+         lambda c: [c.clip], exclusive=True),
     Step("lm", "language model", step_lm, ("data", "tokenizer"),
          lambda s: s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
                           "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus"), lambda c: [c.lm],

@@ -62,8 +62,9 @@ SLOT_XY = {"left": (0.17, 0.5), "right": (0.83, 0.5), "top": (0.5, 0.17), "botto
 POS_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
               "center": "in the center"}
 SIZES = ("small", "large")
-# Fractions of the image side. Objects are as large as the five slots allow (at 64 px a small one spans about
-# 2x2 patches of 8 px, a large one 3x3) so that shape stays visible to a tiny tower; a large object in the center
+# Fractions of the image side. The slot centres are those of a 3x3 grid (1/6, 1/2, 5/6), and objects are as large
+# as a grid cell allows, so at the demo's 48 px each object fills most of one 16 px cell: one patch of the demo's
+# patch-16 tower (a large, jittered one spills a sliver into the next cell); a large object in the center
 # only gets small neighbours, so shapes never overlap.
 SIZE_RADIUS = {"small": 0.125, "large": 0.16}
 SLOT_JITTER = 0.015
