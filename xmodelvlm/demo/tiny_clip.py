@@ -102,6 +102,16 @@ def normalize(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------- scene-derived patch labels
+def scenes_meta() -> dict:
+    """What the scenes are made of (the generator's colours, shapes, backgrounds and slots), for the phrases and
+    labels below."""
+    from xmodelvlm.demo import synthetic_data as sd
+
+    return {"colors": list(sd.COLORS), "shapes": list(sd.SHAPES), "textures": list(sd.BG_TEXTURES),
+            "bg_colors": list(sd.BG_COLORS), "positions": list(sd.POSITIONS),
+            "position_phrases": [sd.POS_PHRASE[p] for p in sd.POSITIONS]}
+
+
 def _phrases(scenes_meta: dict, located: bool = False) -> list[str]:
     """The region phrases: every colour-shape pair ("a red circle"; with ``located``, once per slot: "a red circle
     on the left"), then every background ("a striped gray background")."""
@@ -366,11 +376,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
         by_image = {sc["image"]: sc for sc in json.loads(scenes_path.read_text())}
         if all(s["image"] in by_image for s in samples):
             scenes = [by_image[s["image"]] for s in samples]
-            from xmodelvlm.demo import synthetic_data as sd
-
-            meta = {"colors": list(sd.COLORS), "shapes": list(sd.SHAPES), "textures": list(sd.BG_TEXTURES),
-                    "bg_colors": list(sd.BG_COLORS), "positions": list(sd.POSITIONS),
-                    "position_phrases": [sd.POS_PHRASE[p] for p in sd.POSITIONS]}
+            meta = scenes_meta()
     n = len(samples)
     num_heldout = min(num_heldout, max(2, n // 5))
     n_fit = n - num_heldout
