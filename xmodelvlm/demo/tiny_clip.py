@@ -112,12 +112,12 @@ def scenes_meta() -> dict:
             "position_phrases": [sd.POS_PHRASE[p] for p in sd.POSITIONS]}
 
 
-def _phrases(scenes_meta: dict, located: bool = False) -> list[str]:
-    """The region phrases: every colour-shape pair ("a red circle"; with ``located``, once per slot: "a red circle
-    on the left"), then every background ("a striped gray background")."""
-    places = [f" {p}" for p in scenes_meta["position_phrases"]] if located else [""]
-    objs = [f"a {c} {s}{p}" for c in scenes_meta["colors"] for s in scenes_meta["shapes"] for p in places]
-    bgs = [f"a {t} {c} background" for t in scenes_meta["textures"] for c in scenes_meta["bg_colors"]]
+def _phrases(meta: dict, located: bool = False) -> list[str]:
+    """The region phrases over ``meta`` (:func:`scenes_meta`): every colour-shape pair ("a red circle"; with
+    ``located``, once per slot: "a red circle on the left"), then every background ("a striped gray background")."""
+    places = [f" {p}" for p in meta["position_phrases"]] if located else [""]
+    objs = [f"a {c} {s}{p}" for c in meta["colors"] for s in meta["shapes"] for p in places]
+    bgs = [f"a {t} {c} background" for t in meta["textures"] for c in meta["bg_colors"]]
     return objs + bgs
 
 
