@@ -6,7 +6,8 @@ The demo's settings (`xmodelvlm.demo.run.DEFAULT` with the overrides) on the dat
 BASE/data<num_train>px<image_size> and BASE/tok<num_train>px<image_size>: the tiny CLIP (`pretrain_tiny_clip`; env
 CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env LM_DIR=... reuses one), stage 1 and stage 2 through the real `train.py` entry point
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
-checkpoints), then POPE / GQA / MME on stage 2 with the real answering engine and scorers. Skips the shell scripts,
+checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default 42, the Trainer's own, which the scripts keep), then POPE / GQA / MME on
+stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
 """
@@ -26,7 +27,7 @@ times = {}
 def lap(k, t=[time.time()]):
     times[k] = round(time.time() - t[0], 1); t[0] = time.time()
 clip = Path(os.environ["CLIP_DIR"]) if os.environ.get("CLIP_DIR") else run / "clip"
-if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, image_size=s.image_size, patch_size=s.clip_patch, located_phrases=s.clip_located_phrases, steps=s.clip_steps, batch_size=s.clip_batch,
+if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, image_size=s.image_size, patch_size=s.clip_patch, located_phrases=s.clip_located_phrases, aux_head=s.clip_aux_head, steps=s.clip_steps, batch_size=s.clip_batch,
                    lr=s.clip_lr, seed=s.seed, num_threads=int(os.environ.get("THREADS", "1")), quiet=True, device=device)
 lap("clip")
 lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
@@ -40,7 +41,8 @@ common = ["--model_name_or_path", str(lm), "--vision_tower", str(clip), "--mm_pr
           "--mm_vision_select_layer", "-2", "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
           "--save_strategy", "no", "--weight_decay", "0.", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
           "--logging_steps", "50", "--model_max_length", "2048", "--gradient_checkpointing", "False",
-          "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True"]
+          "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True",
+          "--seed", os.environ.get("TRAIN_SEED", "42")]
 train_main(common + ["--version", "plain", "--data_path", str(data / "train" / "pretrain.json"), "--image_folder", str(data / "train"),
            "--tune_mm_mlp_adapter", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
            "--per_device_train_batch_size", str(s.stage1_batch), "--learning_rate", str(s.stage1_lr), "--mm_projector_lr", str(s.stage1_lr)])

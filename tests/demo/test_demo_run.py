@@ -218,9 +218,18 @@ def test_set_overrides_typed_settings_and_refuses_unknown_or_malformed_ones():
     assert (s.stage2_epochs, s.projector, s.stage2_lr, s.clip_steps) == (3.0, "xdpnet", 2e-3, 7)
     assert isinstance(s.clip_steps, int) and run.apply_overrides(run.DEFAULT, []) == run.DEFAULT
     for bad, message in [("nosuch=1", "NAME one of"), ("stage2_epochs", "NAME one of"),
-                         ("clip_steps=1.5", "takes an int"), ("stage2_lr=fast", "takes a float")]:
+                         ("clip_steps=1.5", "takes an int"), ("stage2_lr=fast", "takes a float"),
+                         ("clip_aux_head=mlp", "takes one of: none, linear"), ("lm_corpus=books", "takes one of")]:
         with pytest.raises(UserError, match=message):
             run.apply_overrides(run.DEFAULT, [bad])
+    assert run.apply_overrides(run.DEFAULT, ["clip_aux_head=none"]).clip_aux_head == "none"
+
+
+def test_word_settings_offer_exactly_what_their_step_accepts():
+    from xmodelvlm.demo import tiny_clip
+
+    assert set(run.SETTING_CHOICES["clip_aux_head"]) == set(tiny_clip.AUX_HEADS)
+    assert run.DEFAULT.clip_aux_head in tiny_clip.AUX_HEADS and run.DEFAULT.lm_corpus in run.SETTING_CHOICES["lm_corpus"]
 
 
 def test_cpu_runs_hide_gpus_from_the_eval_scripts(tmp_path, monkeypatch):

@@ -299,6 +299,30 @@ def test_tiny_clip_cli_patch_size_and_unlocated_phrases(data, tmp_path):
     assert exc.value.code == 2 and not (tmp_path / "bad").exists()
 
 
+def test_tiny_clip_aux_head_none_puts_the_region_loss_on_the_tokens_themselves(data, tmp_path):
+    import torch
+
+    from xmodelvlm.demo import tiny_clip as tc
+
+    tokens = torch.randn(2, 4, 8)
+    assert torch.equal(tc._region_head("none", 8, 8)(tokens), tokens)
+    assert isinstance(tc._region_head("linear", 8, 16)(tokens), torch.Tensor)
+    with pytest.raises(ValueError, match="projection dim"):  # no head, so the widths must agree
+        tc._region_head("none", 8, 16)
+    with pytest.raises(ValueError, match="aux_head"):
+        tc._region_head("mlp", 8, 8)
+    from transformers import CLIPVisionModel
+
+    weights = {}
+    for head in ("linear", "none"):  # same seed and steps: only where the region loss acts differs
+        out = tmp_path / head
+        assert tc.main(["--data", str(data), "--out", str(out), "--steps", "2", "--batch-size", "8",
+                        "--aux-head", head, "--threads", "1", "--quiet"]) == 0
+        assert json.loads((out / "clip_pretrain_stats.json").read_text())["aux_head"] == head
+        weights[head] = CLIPVisionModel.from_pretrained(out).state_dict()
+    assert any(not torch.equal(weights["linear"][k], weights["none"][k]) for k in weights["linear"])
+
+
 def test_tiny_clip_without_scenes_is_pure_contrastive(data, tmp_path):
     from xmodelvlm.demo import tiny_clip as tc
 

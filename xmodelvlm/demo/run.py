@@ -90,6 +90,9 @@ class DemoSettings:
     clip_batch: int = 64
     clip_lr: float = 1e-3
     clip_located_phrases: bool = True  # region phrases name the place too ("a red circle on the left")
+    # "linear": the region loss reads the tokens through a head of its own; "none": it acts on the tokens themselves,
+    # which makes shape and slot louder in them (BENCHMARKS.md) but did not measurably help the VLM
+    clip_aux_head: str = "linear"
     clip_max_seconds: float = 150.0  # a guard for a loaded machine; normally the steps finish well before
     # language model (Llama architecture)
     lm_hidden: int = 128
@@ -108,7 +111,9 @@ class DemoSettings:
     stage1_batch: int = 32
     stage1_lr: float = 2e-3
     stage1_epochs: float = 2.0
-    # stage 2: projector + LM
+    # stage 2: projector + LM. Stage 2 under-fits; batch 16 (twice the optimizer steps for 4 % more time) scored
+    # better over two training seeds, but took the run to 9 min 39-46 s on a slower day (BENCHMARKS.md), too close
+    # to the 10 minutes to be the default: `--set stage2_batch=16`
     stage2_batch: int = 32
     stage2_lr: float = 1e-3
     stage2_projector_lr: float = 1e-4
@@ -305,7 +310,8 @@ def step_clip(ctx: Context) -> str:
                      "--image-size", s.image_size, "--patch-size", s.clip_patch, "--steps", s.clip_steps,
                      "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
                      "--threads", ctx.step_threads, "--max-seconds", s.clip_max_seconds, "--device", ctx.device,
-                     "--located-phrases" if s.clip_located_phrases else "--no-located-phrases"])
+                     "--located-phrases" if s.clip_located_phrases else "--no-located-phrases",
+                     "--aux-head", s.clip_aux_head])
     stats = json.loads((ctx.clip / STATS_FILE).read_text())
     trained = (f"CLIP-style training {stats['steps']} steps, loss {stats['first_loss']:.2f} → "
                f"{stats['final_loss']:.2f}" if stats["steps"] else "random init (clip_steps=0)")
@@ -458,7 +464,7 @@ STEPS: tuple[Step, ...] = (
          lambda c: [c.tokenizer]),
     Step("clip", "CLIP tower", step_clip, ("data",),
          lambda s: s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",
-                          "clip_max_seconds"),
+                          "clip_aux_head", "clip_max_seconds"),
          lambda c: [c.clip], exclusive=True),
     Step("lm", "language model", step_lm, ("data", "tokenizer"),
          lambda s: s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
@@ -727,6 +733,11 @@ def parse_args(argv: list[str] | None):
     return args
 
 
+# the text settings that take one of a few words (tiny_clip.AUX_HEADS, tiny_lm's --corpus): checked up front,
+# not when their step runs minutes later
+SETTING_CHOICES = {"clip_aux_head": ("none", "linear"), "lm_corpus": ("joined", "separate")}
+
+
 def apply_overrides(settings: DemoSettings, overrides: list[str]) -> DemoSettings:
     """`settings` with each "name=value" of `overrides` applied, the value parsed as the field's type."""
     fields = {f.name: f for f in dataclasses.fields(DemoSettings)}
@@ -741,6 +752,8 @@ def apply_overrides(settings: DemoSettings, overrides: list[str]) -> DemoSetting
             changes[name] = kind(text) if kind is not bool else {"true": True, "false": False}[text.lower()]
         except (ValueError, KeyError):
             raise UserError(f"--set {item!r}: {name} takes a{'n' if kind is int else ''} {kind.__name__}") from None
+        if name in SETTING_CHOICES and changes[name] not in SETTING_CHOICES[name]:
+            raise UserError(f"--set {item!r}: {name} takes one of: {', '.join(SETTING_CHOICES[name])}")
     return dataclasses.replace(settings, **changes)
 
 

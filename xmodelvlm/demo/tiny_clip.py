@@ -339,13 +339,33 @@ def _features(x):
 
 
 # ------------------------------------------------------------------------------------------------ training
+AUX_HEADS = ("none", "linear")
+
+
+def _region_head(kind: str, width: int, embed_dim: int) -> nn.Module:
+    """What maps a layer -2 patch token into the phrase space of the region loss. "linear" (default): LayerNorm +
+    Linear, a head of its own that is thrown away after training. "none": the token itself, so the loss shapes the
+    very vectors the VLM reads, and every attribute a phrase names gets a loud direction of its own in them. At the
+    demo's settings (1,500 training scenes, `bench/demo_token_variance.py`) the share of the object tokens'
+    variance that shape explains goes from 0.13 to 0.17 and slot from 0.06 to 0.15-0.17, while colour drops from
+    0.30 to 0.21; the VLM trained on it scored within run-to-run noise of the default (BENCHMARKS.md)."""
+    if kind == "linear":
+        return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, embed_dim))
+    if kind == "none":
+        if width != embed_dim:
+            raise ValueError(f"aux_head 'none' needs the vision width ({width}) to equal the projection dim "
+                             f"({embed_dim})")
+        return nn.Identity()
+    raise ValueError(f"aux_head must be one of {AUX_HEADS}, not {kind!r}")
+
+
 def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir: str | Path, *,
                        image_size: int = 64, patch_size: int = 8, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                        lr: float = 5e-4, aux_weight: float = 1.0, num_heldout: int = 256, num_probe_train: int = 768,
                        seed: int = 0, num_threads: int = 2, scenes_json: str | Path | None = None,
                        max_seconds: float | None = None, bf16: bool | None = None, baseline_probes: bool = False,
-                       object_loss: bool = True, located_phrases: bool = True, quiet: bool = False,
-                       device: str = "cpu") -> Path:
+                       object_loss: bool = True, located_phrases: bool = True, aux_head: str = "linear",
+                       quiet: bool = False, device: str = "cpu") -> Path:
     """Pre-train the tiny CLIP on ``train_json`` (LLaVA-558K style: the gpt turn is the caption; images relative
     to ``image_folder``) and save it to ``out_dir``. The last ``num_heldout`` samples are held out for the
     retrieval score and the probes. ``scenes_json`` (default ``image_folder/scenes.json`` when it exists) enables
@@ -390,7 +410,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
     head = phrase_ids = targets = None
     if scenes is not None and aux_weight > 0:
         width = model.config.vision_config.hidden_size
-        head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, model.config.projection_dim))
+        head = _region_head(aux_head, width, model.config.projection_dim)
         params += list(head.parameters())
         phrases = _phrases(meta, located_phrases)
         phrase_ids = encode_texts(phrases, vocab, max_len)
@@ -471,6 +491,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
              "first_loss": round(losses[0], 4) if losses else None,
              "num_train_images": n_fit, "num_heldout": num_heldout, "aux_region_loss": head is not None,
              "located_phrases": head is not None and located_phrases,
+             "aux_head": aux_head if head is not None else None,
              "image_size": image_size, "patch_size": patch_size, "num_patches": (image_size // patch_size) ** 2,
              "lr": lr, "bf16": bf16, "num_threads": num_threads, "seed": seed, **result,
              "probe_acc": result.get("presence_acc", result["retrieval_top1"])}
@@ -514,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-object-loss", dest="object_loss", action="store_false")
     p.add_argument("--located-phrases", action=argparse.BooleanOptionalAction, default=True,
                    help="region phrases name the place too (\"a red circle on the left\")")
+    p.add_argument("--aux-head", choices=AUX_HEADS, default="linear",
+                   help="linear: the region loss reads the layer -2 tokens through a head (LayerNorm + Linear) that "
+                        "is thrown away; none: it acts on the tokens themselves")
     p.add_argument("--baseline-probes", action="store_true", help="also probe the randomly initialised tower")
     p.add_argument("--max-seconds", type=float, default=None, help="stop training early after this many seconds")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
@@ -529,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", ns.out, image_size=size,
                        patch_size=ns.patch_size, steps=ns.steps, batch_size=ns.batch_size, aux_weight=ns.aux_weight,
                        lr=ns.lr, bf16=ns.bf16, baseline_probes=ns.baseline_probes, object_loss=ns.object_loss,
-                       located_phrases=ns.located_phrases, seed=ns.seed, num_threads=ns.threads,
+                       located_phrases=ns.located_phrases, aux_head=ns.aux_head, seed=ns.seed, num_threads=ns.threads,
                        max_seconds=ns.max_seconds, quiet=ns.quiet, device=ns.device)
     return 0
 
