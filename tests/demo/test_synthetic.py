@@ -306,7 +306,7 @@ def test_tiny_clip_aux_head_none_puts_the_region_loss_on_the_tokens_themselves(d
 
     tokens = torch.randn(2, 4, 8)
     assert torch.equal(tc._region_head("none", 8, 8)(tokens), tokens)
-    assert isinstance(tc._region_head("linear", 8, 16)(tokens), torch.Tensor)
+    assert tc._region_head("linear", 8, 16)(tokens).shape == (2, 4, 16)
     with pytest.raises(ValueError, match="projection dim"):  # no head, so the widths must agree
         tc._region_head("none", 8, 16)
     with pytest.raises(ValueError, match="aux_head"):

@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Callable
 
 from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
+from xmodelvlm.demo.tiny_clip import AUX_HEADS
+from xmodelvlm.demo.tiny_lm import CORPORA
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
@@ -733,9 +735,8 @@ def parse_args(argv: list[str] | None):
     return args
 
 
-# the text settings that take one of a few words (tiny_clip.AUX_HEADS, tiny_lm's --corpus): checked up front,
-# not when their step runs minutes later
-SETTING_CHOICES = {"clip_aux_head": ("none", "linear"), "lm_corpus": ("joined", "separate")}
+# the text settings that take one of a few words: checked up front, not when their step runs minutes later
+SETTING_CHOICES = {"clip_aux_head": AUX_HEADS, "lm_corpus": CORPORA}
 
 
 def apply_overrides(settings: DemoSettings, overrides: list[str]) -> DemoSettings:

@@ -27,6 +27,7 @@ from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
 STATS_FILE = "lm_warmup_stats.json"
+CORPORA = ("joined", "separate")  # --corpus: see warmup_corpus
 BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
 
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--corpus", choices=["joined", "separate"], default="joined",
+    p.add_argument("--corpus", choices=CORPORA, default="joined",
                    help="joined: each image's caption and conversation as one document (default); separate: apart")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
