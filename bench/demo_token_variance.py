@@ -3,10 +3,10 @@
     python bench/demo_token_variance.py CLIP_DIR DATA_DIR [N_SCENES=1500]
 
 Runs the frozen tower the way the VLM does (CLIPImageProcessor, layer -2, patch tokens) on the first N training
-scenes of a demo dataset (3x3 grid: 48 px, patch 16), takes each object's own token (the cell of its slot) and
-prints, for colour, shape, slot, background colour and background texture, the between-class share of the tokens'
-total variance. Linear probes say whether an attribute is in a token at all; this says how loud it is there,
-which is what a freshly initialised projector and LM pick up first.
+scenes of a demo dataset, takes each object's own token (the patch that holds its centre) and prints, for colour,
+shape, slot, background colour and background texture, the between-class share of those tokens' total variance.
+Linear probes say whether an attribute is in a token at all; this says how loud it is there, which is what a
+freshly initialised projector and LM pick up first.
 """
 import json, sys
 import numpy as np
@@ -24,13 +24,12 @@ images = [Image.open(f"{data}/train/{s['image']}").convert("RGB") for s in scene
 with torch.no_grad():
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     tokens = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
-if tokens.shape[1] != 9:
-    sys.exit(f"expected the demo's 3x3 grid of patch tokens, got {tokens.shape[1]} tokens")
-cell = {"top": 1, "left": 3, "center": 4, "right": 5, "bottom": 7}
+patch = tower.config.patch_size
+side = tower.config.image_size // patch
 rows, labels = [], {"colour": [], "shape": [], "slot": [], "bg colour": [], "bg texture": []}
 for b, s in enumerate(scenes):
-    for o in s["objects"]:
-        rows.append(tokens[b, cell[o["position"]]].numpy())
+    for o in s["objects"]:  # the token of the patch that holds the object's centre
+        rows.append(tokens[b, int(o["cy"] // patch) * side + int(o["cx"] // patch)].numpy())
         for key, value in zip(labels, (o["color"], o["shape"], o["position"], s["bg_color"], s["bg_texture"])):
             labels[key].append(value)
 x = np.stack(rows)

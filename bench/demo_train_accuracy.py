@@ -4,14 +4,16 @@
 
 Takes the first N conversations of DATA_DIR/train/instruct.json whose first turn is a short-answer question, lays
 them out as a GQA-style evaluation set under WORK_DIR (links to the training images), answers them with the real
-engine (`python -m xmodelvlm.eval.answer`, v1 prompts) and prints exact-match accuracy, overall and per question
+engine (`python -m xmodelvlm.eval.answer`, v1 prompts) and prints accuracy as the GQA scorer counts it (exact
+match after `normalize_gqa_prediction`), overall and per question
 template (colours, shapes, places and counts replaced by X). Low accuracy here means stage 2 under-fits; high
 accuracy with low held-out scores would mean it memorises.
 """
 import collections, json, os, re, sys
 from pathlib import Path
-from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
+from xmodelvlm.demo import synthetic_data as sd
 from xmodelvlm.eval import answer
+from xmodelvlm.eval.scorers.gqa import normalize_gqa_prediction
 
 checkpoint, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 600
@@ -20,15 +22,15 @@ root = work / "gqa"
 rows, truth = [], {}
 for sample in json.loads((data / "train" / "instruct.json").read_text()):
     question = sample["conversations"][0]["value"].replace("<image>", "").strip()
-    if "image" not in sample or not question.endswith(SHORT_ANSWER_SUFFIX.strip()):
+    if "image" not in sample or not question.endswith(sd.SHORT_ANSWER_SUFFIX.strip()):
         continue
-    question = question[: -len(SHORT_ANSWER_SUFFIX)].strip()
+    question = question[: -len(sd.SHORT_ANSWER_SUFFIX)].strip()
     image_id = "t" + sample["id"]
     link = root / "data" / "images" / f"{image_id}.png"
     if not link.exists():
         os.symlink((data / "train" / sample["image"]).resolve(), link)
     qid = str(len(rows))
-    rows.append({"question_id": qid, "image": link.name, "text": question + SHORT_ANSWER_SUFFIX})
+    rows.append({"question_id": qid, "image": link.name, "text": question + sd.SHORT_ANSWER_SUFFIX})
     truth[qid] = (question, sample["conversations"][1]["value"].lower())
     if len(rows) == n:
         break
@@ -38,13 +40,13 @@ if answers.exists():
     answers.unlink()
 answer.main(["--model-path", checkpoint, "--bench", "gqa", "--data-root", str(work), "--answers-file", str(answers),
              "--batch-size", "100", "--device", "cpu", "--no-progress"])
-words = r"\b(red|green|blue|yellow|purple|orange|circle|square|triangle|star|left|right|top|bottom|center|one|two|" \
-        r"three|four|noisy|plain|striped|white|gray|black)\b"
+scene_words = [*sd.COLORS, *sd.SHAPES, *sd.POSITIONS, *sd.BG_TEXTURES, *sd.BG_COLORS, *sd.NUM_WORDS.values()]
+words = r"\b(" + "|".join(scene_words) + r")\b"
 right = collections.defaultdict(list)
 for line in answers.read_text().splitlines():
     a = json.loads(line)
     question, gold = truth[a["question_id"]]
-    right[re.sub(words, "X", question)].append(a["text"].strip().lower().rstrip(".") == gold)
+    right[re.sub(words, "X", question)].append(normalize_gqa_prediction(a["text"]) == gold)
 every = [r for rs in right.values() for r in rs]
 print(f"training-question accuracy {sum(every) / len(every):.3f} ({len(every)} questions)")
 for template, rs in sorted(right.items(), key=lambda kv: -len(kv[1]))[:22]:

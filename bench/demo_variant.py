@@ -54,6 +54,7 @@ train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "ins
 lap("stage2")
 from xmodelvlm.eval import answer
 from xmodelvlm.eval.benchmarks import get_benchmark
+from xmodelvlm.eval.scorers.gqa import normalize_gqa_prediction
 res = {}
 evald = data / "eval"
 for bench in ("pope", "gqa", "mme"):
@@ -69,7 +70,7 @@ qs = json.loads((evald / "gqa" / "data" / "testdev_balanced_questions.json").rea
 by = {}
 for line in open(run / "gqa.jsonl"):
     a = json.loads(line); q = qs[a["question_id"]]; t = q["types"]["detailed"]
-    by.setdefault(t, []).append(a["text"].strip().lower().rstrip(".") == q["answer"])
+    by.setdefault(t, []).append(normalize_gqa_prediction(a["text"]) == q["answer"])
 rec = {"name": name, "ov": ov, "pope": res["pope"].get("f1"), "gqa": res["gqa"].get("accuracy"),
        "mme": res["mme"].get("perception"), "pope_yes": res["pope"].get("yes_ratio"), "times": times,
        "total": round(time.time() - t0, 1), "lm_loss": lmst.get("final_loss"),
