@@ -6,7 +6,8 @@ The demo's settings (`xmodelvlm.demo.run.DEFAULT` with the overrides) on the dat
 BASE/data<num_train>px<image_size> and BASE/tok<num_train>px<image_size>: the tiny CLIP (`pretrain_tiny_clip`; env
 CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env LM_DIR=... reuses one), stage 1 and stage 2 through the real `train.py` entry point
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
-checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default 42, the Trainer's own, which the scripts keep), then POPE / GQA / MME on
+checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default 42, the Trainer's own, which the scripts keep;
+env VISION_LAYER=... their `--mm_vision_select_layer`, default -2), then POPE / GQA / MME on
 stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
@@ -33,18 +34,18 @@ lap("clip")
 lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
 lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
                     kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
-                    seed=s.seed, device=device, joined=s.lm_corpus == "joined")
+                    seed=s.seed, device=device, joined=s.lm_corpus == "joined", length_group_steps=s.length_group_steps)
 lap("lm")
 from xmodelvlm.train.train import main as train_main
 prec = ["--bf16", "True", "--tf32", "True"] if device == "cuda" else ["--use_cpu", "True", "--bf16", "False"]
 common = ["--model_name_or_path", str(lm), "--vision_tower", str(clip), "--mm_projector_type", s.projector,
-          "--mm_vision_select_layer", "-2", "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
+          "--mm_vision_select_layer", os.environ.get("VISION_LAYER", "-2"), "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
           "--save_strategy", "no", "--weight_decay", "0.", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
           "--logging_steps", "50", "--model_max_length", "2048", "--gradient_checkpointing", "False",
           "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True",
-          "--seed", os.environ.get("TRAIN_SEED", "42")]
+          "--seed", os.environ.get("TRAIN_SEED", "42"), "--length_group_steps", str(s.length_group_steps)]
 train_main(common + ["--version", "plain", "--data_path", str(data / "train" / "pretrain.json"), "--image_folder", str(data / "train"),
-           "--tune_mm_mlp_adapter", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
+           "--tune_mm_mlp_adapter", "True", "--group_by_length", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
            "--per_device_train_batch_size", str(s.stage1_batch), "--learning_rate", str(s.stage1_lr), "--mm_projector_lr", str(s.stage1_lr)])
 lap("stage1")
 train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),

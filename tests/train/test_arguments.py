@@ -80,6 +80,7 @@ def test_seed_launch_line_parses(train_assets, tmp_path):
     (["--bogus_flag", "1"], "unknown argument"),
     (["--lora_r", "abc"], "lora_r"),
     (["--vision_tower_type", "siglip"], "only clip"),
+    (["--length_group_steps", "0"], "--length_group_steps"),
 ])
 def test_bad_arguments_raise_one_line(train_assets, tmp_path, extra, message):
     with pytest.raises(UserError, match=message) as info:

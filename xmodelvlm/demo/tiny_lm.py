@@ -71,18 +71,26 @@ def build_lm(sizes: dict, seed: int):
     return LlamaForCausalLM(config)
 
 
-def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int):
-    """`steps` batches of (input_ids, attention_mask, labels), reshuffling each epoch; right padding, pad = 0."""
+def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int, group_steps: int = 1):
+    """`steps` batches of (input_ids, attention_mask, labels), reshuffling each epoch (an epoch's leftover short of
+    a batch is dropped); right padding, pad = 0. `group_steps` > 1 sorts by length across that many batches'
+    documents and shuffles the resulting batches (the trainer's `--length_group_steps`): the same documents per
+    epoch, far less padding."""
     import torch
 
+    from xmodelvlm.train.sampler import length_grouped_megabatches
+
     gen = torch.Generator().manual_seed(seed)
-    order, pos = torch.randperm(len(encoded), generator=gen).tolist(), 0
     batch_size = min(batch_size, len(encoded))
+    lengths = [len(ids) for ids in encoded]
+    epoch: list[list[int]] = []
     for _ in range(steps):
-        if pos + batch_size > len(order):
-            order, pos = torch.randperm(len(encoded), generator=gen).tolist(), 0
-        rows = [encoded[i] for i in order[pos:pos + batch_size]]
-        pos += batch_size
+        if not epoch:
+            epoch = [b for b in length_grouped_megabatches(lengths, batch_size, 1, gen, group_steps)
+                     if len(b) == batch_size]
+            epoch = [epoch[k] for k in torch.randperm(len(epoch), generator=gen).tolist()] if group_steps > 1 else epoch
+            epoch.reverse()  # popped from the end
+        rows = [encoded[i] for i in epoch.pop()]
         width = max(len(ids) for ids in rows)
         input_ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -93,7 +101,7 @@ def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int):
 
 
 def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, seed: int,
-            log_every: int = 10, device: str = "cpu") -> dict:
+            log_every: int = 10, device: str = "cpu", group_steps: int = 1) -> dict:
     """Next-token training of `model` on `docs` (AdamW, linear warmup then cosine, grad clip 1); returns stats."""
     import torch
 
@@ -104,7 +112,7 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
         optimizer, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * k / max(1, steps)))))
     model.to(device).train()
     losses, t0 = [], time.time()
-    for step, (input_ids, mask, labels) in enumerate(_batches(encoded, batch_size, steps, seed)):
+    for step, (input_ids, mask, labels) in enumerate(_batches(encoded, batch_size, steps, seed, group_steps)):
         loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +131,8 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
 
 def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, intermediate: int = 384, layers: int = 3,
                  heads: int = 4, kv_heads: int = 4, steps: int = 80, batch_size: int = 64, lr: float = 3e-3,
-                 seed: int = 0, threads: int = 1, joined: bool = True, device: str = "cpu") -> dict:
+                 seed: int = 0, threads: int = 1, joined: bool = True, device: str = "cpu",
+                 length_group_steps: int = 1) -> dict:
     """Build, warm up and save the LM; returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
     import sentencepiece as spm
     import torch
@@ -131,6 +140,8 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     from xmodelvlm.model.make_tiny import save_xmodel_lm
     from xmodelvlm.model.tokenizer import find_sentencepiece_file
 
+    if length_group_steps < 1:
+        raise UserError(f"--length-group-steps must be >= 1, got {length_group_steps}")
     if hidden % heads or heads % kv_heads:
         raise UserError(f"--hidden {hidden} must be divisible by --heads {heads}, and --heads by --kv-heads {kv_heads}")
     t0 = time.time()
@@ -140,10 +151,10 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     sizes = {"vocab_size": sp.get_piece_size(), "hidden_size": hidden, "intermediate_size": intermediate,
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
     model = build_lm(sizes, seed)
-    stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed, device=device) if steps > 0
-             else {"steps": 0})
+    stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed, device=device,
+                     group_steps=length_group_steps) if steps > 0 else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
-                 seed=seed, threads=threads, joined=joined)
+                 seed=seed, threads=threads, joined=joined, length_group_steps=length_group_steps)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_xmodel_lm(tmp, model.state_dict(), sizes, tokenizer_dir)
@@ -172,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--corpus", choices=CORPORA, default="joined",
                    help="joined: each image's caption and conversation as one document (default); separate: apart")
+    p.add_argument("--length-group-steps", type=int, default=1,
+                   help="sort documents by length across this many batches' worth, then shuffle the batches: "
+                        "far less padding (default 1: random batches)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
     if not Path(a.tokenizer).is_dir():
         raise UserError(f"--tokenizer {a.tokenizer}: no such directory (run xmodelvlm.demo.tiny_tokenizer first)")
     stats = make_tiny_lm(a.data, a.tokenizer, a.out, hidden=a.hidden, intermediate=a.intermediate, layers=a.layers,
                          heads=a.heads, kv_heads=a.kv_heads, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                         seed=a.seed, threads=a.threads, joined=a.corpus == "joined", device=a.device)
+                         seed=a.seed, threads=a.threads, joined=a.corpus == "joined", device=a.device,
+                         length_group_steps=a.length_group_steps)
     print(f"[tiny_lm] wrote {a.out}: {json.dumps(stats)}", file=sys.stderr)
     return 0
 

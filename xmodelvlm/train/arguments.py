@@ -70,6 +70,10 @@ class TrainingArguments(transformers.TrainingArguments):
         "help": "learning rate of the projector's parameter group (default: --learning_rate)"})
     group_by_modality_length: bool = field(default=False, metadata={
         "help": "batches hold only image or only text-only samples, grouped by length (LLaVA-1.5 stage 2)"})
+    length_group_steps: int = field(default=1, metadata={
+        "help": "with --group_by_modality_length or --group_by_length: sort samples by length across this many "
+                "optimizer steps' worth (transformers' own grouping uses 50), so each batch pads less; 1 (default) "
+                "groups within one step's samples, as LLaVA does"})
     freeze_mm_mlp_adapter: bool = field(default=False, metadata={"help": "keep the projector frozen"})
     lora_enable: bool = field(default=False, metadata={
         "help": "train LoRA adapters on the LM's linear layers (never the tower or projector) instead of the LM"})
@@ -290,6 +294,8 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
         raise UserError(f"--mm_projector_lr must be >= 0, got {args.mm_projector_lr}")
     if args.stop_after_steps is not None and args.stop_after_steps <= 0:
         raise UserError(f"--stop_after_steps must be positive, got {args.stop_after_steps}")
+    if args.length_group_steps < 1:
+        raise UserError(f"--length_group_steps must be >= 1, got {args.length_group_steps}")
     if args.group_by_modality_length and args.train_sampling_strategy != "random":
         raise UserError("--group_by_modality_length replaces the sampler; drop --train_sampling_strategy "
                         f"{args.train_sampling_strategy} (or --group_by_length)")

@@ -95,7 +95,7 @@ class XmodelVLMTrainer(Trainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return ModalityLengthGroupedSampler(lengths, batch_size=self.args.train_batch_size,
                                             world_size=self.args.world_size * self.args.gradient_accumulation_steps,
-                                            seed=seed)
+                                            seed=seed, group_steps=self.args.length_group_steps)
 
     # ---- optimizer ---------------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
