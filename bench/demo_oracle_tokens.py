@@ -10,43 +10,44 @@ labels) at batch 16, lr 1e-3, warm-up 3 % then cosine, for STEPS steps, on image
 samples; then the first short-answer turn of 600 held-out images' conversations (3600-3999) is scored by its first
 answer token, teacher-forced, per question type. One thread.
 """
-import json, re, sys, time, math, random, os
+import json, re, sys, time, math, random
+from collections import defaultdict
 import torch, torch.nn as nn
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from xmodelvlm.data.masking import ConversationEncoder
+from xmodelvlm import load_tokenizer
 from xmodelvlm.constants import IMAGE_TOKEN_INDEX, IGNORE_INDEX
+from xmodelvlm.data.masking import ConversationEncoder
+from xmodelvlm.demo.synthetic_data import BG_COLORS, BG_TEXTURES, COLORS, SHAPES, SIZES, SLOT_XY
+from xmodelvlm.demo.tiny_lm import build_lm
 torch.set_num_threads(1); torch.manual_seed(0); random.seed(0)
-LM = sys.argv[1]; DATA = sys.argv[2]; STEPS = int(sys.argv[3]); MODE = sys.argv[4]  # MODE: sum | pair
+LM = sys.argv[1]; DATA = sys.argv[2]; STEPS = int(sys.argv[3]); MODE = sys.argv[4]  # MODE: sum | pair | both
 BS = 16
 cfg = json.load(open(f"{LM}/config.json"))
-lcfg = LlamaConfig(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
-                   num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
-                   num_key_value_heads=cfg["num_key_value_heads"], max_position_embeddings=4096, rms_norm_eps=1e-5,
-                   bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-lm = LlamaForCausalLM(lcfg)
-sd = load_file(f"{LM}/model.safetensors"); missing = lm.load_state_dict(sd, strict=False); print(missing)
-from xmodelvlm import load_tokenizer
+lm = build_lm({k: cfg[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                   "num_attention_heads", "num_key_value_heads")}, seed=0)
+lm.load_state_dict(load_file(f"{LM}/model.safetensors"))
 tok = load_tokenizer(LM)
 enc = ConversationEncoder(tok, "v1")
 scenes = {s["image"]: s for s in json.load(open(f"{DATA}/train/scenes.json"))}
 data = json.load(open(f"{DATA}/train/instruct.json"))
-CELL = {"top": 1, "left": 3, "center": 4, "right": 5, "bottom": 7}
-COL = ["red", "green", "blue", "yellow", "purple", "orange"]; SH = ["circle", "square", "triangle", "star"]
+CELL = {slot: 3 * round(fy * 3 - 0.5) + round(fx * 3 - 0.5) for slot, (fx, fy) in SLOT_XY.items()}  # 3x3 grid
+COL = list(COLORS); SH = list(SHAPES); BGC = list(BG_COLORS); BGT = list(BG_TEXTURES); SZ = list(SIZES)
 H = cfg["hidden_size"]
 class Oracle(nn.Module):
     def __init__(s):
         super().__init__()
-        s.c = nn.Embedding(6, H); s.s = nn.Embedding(4, H); s.z = nn.Embedding(2, H); s.cell = nn.Embedding(9, H)
-        s.bgc = nn.Embedding(3, H); s.bgt = nn.Embedding(3, H); s.pair = nn.Embedding(24, H); s.empty = nn.Parameter(torch.zeros(H))
+        s.c = nn.Embedding(len(COL), H); s.s = nn.Embedding(len(SH), H); s.z = nn.Embedding(len(SZ), H)
+        s.cell = nn.Embedding(9, H); s.bgc = nn.Embedding(len(BGC), H); s.bgt = nn.Embedding(len(BGT), H)
+        s.pair = nn.Embedding(len(COL) * len(SH), H); s.empty = nn.Parameter(torch.zeros(H))
         for e in (s.c, s.s, s.z, s.cell, s.bgc, s.bgt, s.pair): nn.init.normal_(e.weight, std=0.5)
     def forward(s, sc):
-        bgc = ["white", "gray", "black"].index(sc["bg_color"]); bgt = ["plain", "noisy", "striped"].index(sc["bg_texture"])
+        bgc = BGC.index(sc["bg_color"]); bgt = BGT.index(sc["bg_texture"])
         toks = [s.cell.weight[i] + s.bgc.weight[bgc] + s.bgt.weight[bgt] + s.empty for i in range(9)]
         for o in sc["objects"]:
             i = CELL[o["position"]]; ci = COL.index(o["color"]); si = SH.index(o["shape"])
-            extra = (s.pair.weight[ci * 4 + si] if MODE in ("pair", "both") else 0) + (s.c.weight[ci] + s.s.weight[si] if MODE in ("sum", "both") else 0)
-            toks[i] = toks[i] + extra + s.z.weight[["small", "large"].index(o["size"])]
+            extra = ((s.pair.weight[ci * len(SH) + si] if MODE in ("pair", "both") else 0)
+                     + (s.c.weight[ci] + s.s.weight[si] if MODE in ("sum", "both") else 0))
+            toks[i] = toks[i] + extra + s.z.weight[SZ.index(o["size"])]
         return torch.stack(toks)
 orc = Oracle()
 def encode(rec):
@@ -86,12 +87,12 @@ for step in range(STEPS):
     opt.step(); sched.step(); opt.zero_grad()
     if step % 100 == 0: print(step, round(out.loss.item(), 3), round(time.time() - t0), flush=True)
 # held-out: first short-answer turn, teacher-forced first answer token
-lm.eval(); from collections import defaultdict; acc = defaultdict(list)
+lm.eval(); acc = defaultdict(list)
 def fam(q):
     for k, pat in [("exist_pair", r"^Is there an? \w+ \w+ in the image"), ("exist_shape", r"^Is there a \w+ in the image"),
                    ("color_query", r"^What color is the \w+\?"), ("shape_query", r"^What shape is the \w+ object"),
                    ("where", r"^Where is"), ("shape_at", r"^What shape is (on|at|in)"), ("color_at", r"^What color is the shape"),
-                   ("verify_color", r"^Is the \w+ (red|green|blue|yellow|purple|orange)\?"), ("count", r"^How many"),
+                   ("verify_color", rf"^Is the \w+ ({'|'.join(COL)})\?"), ("count", r"^How many"),
                    ("verify_pos", r"^Is the [\w ]+ (on|at|in) the"), ("relation", r"(left of|above) the"), ("or", r" or an? ")]:
         if re.search(pat, q): return k
     return "other"
@@ -102,13 +103,10 @@ with torch.no_grad():
             q = turns[i]["value"]
             if "single word" not in q: continue
             sub = dict(r, conversations=turns[:i + 2])
-            (ids, lab), _ = encode(sub), None
-            X, Y, M = build([((ids, lab), r["image"])])
+            X, Y, M = build([(encode(sub), r["image"])])
             logits = lm(inputs_embeds=X, attention_mask=M).logits[0]
-            pos = [k for k in range(Y.shape[1]) if Y[0, k] != IGNORE_INDEX]
-            # first supervised token of the last reply
-            last = [k for k in pos if k > max(k2 for k2 in range(Y.shape[1]) if k2 < pos[-1] and Y[0, k2] == IGNORE_INDEX)]
-            k = last[0]
+            # the last reply's first token: just after the last unsupervised position
+            k = int((Y[0] == IGNORE_INDEX).nonzero().max()) + 1
             acc[fam(q.split("\n")[-2] if q.startswith("<image>") else q.split("\n")[0])].append(int(logits[k - 1].argmax() == Y[0, k]))
             break
 tot = [x for v in acc.values() for x in v]

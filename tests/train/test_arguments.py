@@ -81,11 +81,18 @@ def test_seed_launch_line_parses(train_assets, tmp_path):
     (["--lora_r", "abc"], "lora_r"),
     (["--vision_tower_type", "siglip"], "only clip"),
     (["--length_group_steps", "0"], "--length_group_steps"),
+    (["--length_group_steps", "16"], "only acts on grouped sampling"),
 ])
 def test_bad_arguments_raise_one_line(train_assets, tmp_path, extra, message):
     with pytest.raises(UserError, match=message) as info:
         parse_arguments(base_argv(train_assets, tmp_path) + extra)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("grouping", [["--group_by_modality_length", "True"], ["--group_by_length", "True"]])
+def test_length_group_steps_with_grouped_sampling(train_assets, tmp_path, grouping):
+    _, _, args = parse_arguments(base_argv(train_assets, tmp_path) + grouping + ["--length_group_steps", "16"])
+    assert args.length_group_steps == 16
 
 
 def test_missing_model_dir(train_assets, tmp_path):

@@ -78,19 +78,17 @@ def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int, g
     epoch, far less padding."""
     import torch
 
-    from xmodelvlm.train.sampler import length_grouped_megabatches
+    from xmodelvlm.train.sampler import modality_grouped_indices
 
     gen = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, len(encoded))
-    lengths = [len(ids) for ids in encoded]
+    lengths = [len(ids) for ids in encoded]  # all positive: one modality, so only the length grouping applies
     epoch: list[list[int]] = []
     for _ in range(steps):
         if not epoch:
-            epoch = [b for b in length_grouped_megabatches(lengths, batch_size, 1, gen, group_steps)
-                     if len(b) == batch_size]
-            epoch = [epoch[k] for k in torch.randperm(len(epoch), generator=gen).tolist()] if group_steps > 1 else epoch
-            epoch.reverse()  # popped from the end
-        rows = [encoded[i] for i in epoch.pop()]
+            order = modality_grouped_indices(lengths, batch_size, 1, gen, group_steps)
+            epoch = [order[k:k + batch_size] for k in range(0, len(order) - batch_size + 1, batch_size)][::-1]
+        rows = [encoded[i] for i in epoch.pop()]  # popped from the end, hence the reversed list
         width = max(len(ids) for ids in rows)
         input_ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

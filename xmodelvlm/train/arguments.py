@@ -296,6 +296,10 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
         raise UserError(f"--stop_after_steps must be positive, got {args.stop_after_steps}")
     if args.length_group_steps < 1:
         raise UserError(f"--length_group_steps must be >= 1, got {args.length_group_steps}")
+    if args.length_group_steps > 1 and not (args.group_by_modality_length
+                                            or args.train_sampling_strategy == "group_by_length"):
+        raise UserError(f"--length_group_steps {args.length_group_steps} only acts on grouped sampling: add "
+                        "--group_by_modality_length True (or --group_by_length True)")
     if args.group_by_modality_length and args.train_sampling_strategy != "random":
         raise UserError("--group_by_modality_length replaces the sampler; drop --train_sampling_strategy "
                         f"{args.train_sampling_strategy} (or --group_by_length)")
