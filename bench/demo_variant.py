@@ -6,8 +6,9 @@ The demo's settings (`xmodelvlm.demo.run.DEFAULT` with the overrides) on the dat
 BASE/data<num_train>px<image_size> and BASE/tok<num_train>px<image_size>: the tiny CLIP (`pretrain_tiny_clip`; env
 CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env LM_DIR=... reuses one), stage 1 and stage 2 through the real `train.py` entry point
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
-checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default 42, the Trainer's own, which the scripts keep;
-env VISION_LAYER=... their `--mm_vision_select_layer`, default -2), then POPE / GQA / MME on
+checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default the `train_seed` setting (42, the Trainer's own);
+env VISION_LAYER=... their `--mm_vision_select_layer`, default -2; env WEIGHT_DECAY=... their `--weight_decay`,
+default 0), then POPE / GQA / MME on
 stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
@@ -40,10 +41,10 @@ from xmodelvlm.train.train import main as train_main
 prec = ["--bf16", "True", "--tf32", "True"] if device == "cuda" else ["--use_cpu", "True", "--bf16", "False"]
 common = ["--model_name_or_path", str(lm), "--vision_tower", str(clip), "--mm_projector_type", s.projector,
           "--mm_vision_select_layer", os.environ.get("VISION_LAYER", "-2"), "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
-          "--save_strategy", "no", "--weight_decay", "0.", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
+          "--save_strategy", "no", "--weight_decay", os.environ.get("WEIGHT_DECAY", "0."), "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
           "--logging_steps", "50", "--model_max_length", "2048", "--gradient_checkpointing", "False",
           "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True",
-          "--seed", os.environ.get("TRAIN_SEED", "42"), "--length_group_steps", str(s.length_group_steps)]
+          "--seed", os.environ.get("TRAIN_SEED", str(s.train_seed)), "--length_group_steps", str(s.length_group_steps)]
 train_main(common + ["--version", "plain", "--data_path", str(data / "train" / "pretrain.json"), "--image_folder", str(data / "train"),
            "--tune_mm_mlp_adapter", "True", "--group_by_length", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
            "--per_device_train_batch_size", str(s.stage1_batch), "--learning_rate", str(s.stage1_lr), "--mm_projector_lr", str(s.stage1_lr)])

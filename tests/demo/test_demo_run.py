@@ -191,6 +191,31 @@ def test_real_steps_form_a_valid_pipeline(tmp_path):
     assert {s.name for s in run.STEPS if s.exclusive} == {"clip", "lm", "stage1", "stage2"}
 
 
+def test_training_processes_fit_the_cores_and_the_batches():
+    def n(jobs, device="cpu", **changes):
+        settings = dataclasses.replace(run.DEFAULT, **{"train_processes": 2, **changes})
+        return run.resolve_train_processes(settings, jobs, device).train_processes
+    assert run.DEFAULT.train_processes == 1
+    assert n(2) == 2 and n(16) == 2                   # the setting, when the cores allow
+    assert n(1) == 1                                  # never more processes than jobs
+    assert n(2, device="cuda") == 1                   # one GPU, one process
+    assert n(8, train_processes=3) == 2               # 3 does not divide the batches of 32 / 16
+    assert n(8, train_processes=4, stage1_batch=12) == 4 and n(8, train_processes=8, stage1_batch=12) == 4
+
+
+def test_training_steps_launch_one_process_per_share_of_the_threads(tmp_path):
+    two = run.Context(tmp_path, dataclasses.replace(run.DEFAULT, train_processes=2))
+    two.set_step_threads(2)
+    env = run._train_env(two, 16)
+    assert (env["LAUNCHER"], env["OMP_NUM_THREADS"], run._process_list(two)) == ("torchrun", "1", "0,1")
+    assert env["GLOBAL_BATCH"] == "16" and int(env["MASTER_PORT"]) > 0
+    one = run.Context(tmp_path, dataclasses.replace(run.DEFAULT, train_processes=1))
+    one.set_step_threads(2)
+    env = run._train_env(one, 16)
+    assert (env["LAUNCHER"], env["OMP_NUM_THREADS"], run._process_list(one)) == ("python", "2", "0")
+    assert run._train_flags(run.DEFAULT, 3.0, 1e-3)[-2:] == ["--seed", 42]
+
+
 # ------------------------------------------------------------------------------------------------ CLI, bad input
 def _demo(*args, timeout=60):
     return subprocess.run(["bash", str(DEMO_SH), *map(str, args)], capture_output=True, text=True, timeout=timeout,

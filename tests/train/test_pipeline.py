@@ -215,3 +215,25 @@ def test_deepspeed_zero3_one_and_two_processes(train_assets, tmp_path):
     for name, tensor in projector.items():
         assert torch.equal(saved[name], tensor), name
     load_and_generate(two, train_assets["images"] / "002.png")
+
+
+def test_plain_ddp_two_processes_equal_one(train_assets, tmp_path):
+    """finetune.sh without DeepSpeed under torchrun (what the demo runs on a CPU: DDP over gloo), with length-grouped
+    batches: two processes with half the batch each log the same losses and end with the same weights as one."""
+    stage1, one, two = tmp_path / "stage1", tmp_path / "one", tmp_path / "two"
+    run_train(stage1_args(train_assets, stage1, "--max_steps", "1"))
+    smoke = ["--max_steps", "3", "--save_strategy", "no", "--learning_rate", "3e-3", "--model_max_length", "128",
+             "--report_to", "none", "--disable_tqdm", "True", "--seed", "5", "--gradient_checkpointing", "False",
+             "--length_group_steps", "2"]
+    env = dict(PROJECTOR_PATH=stage1 / "mm_projector.bin", FINETUNE_DATA=train_assets["instruct"],
+               FINETUNE_IMAGES=train_assets["images"], GLOBAL_BATCH=4, PER_DEVICE_BATCH=4, DEEPSPEED_CONFIG="none")
+    run_script("finetune.sh", ["0", *smoke], script_env(train_assets, LAUNCHER="python", OUTPUT_DIR=one, **env))
+    proc = run_script("finetune.sh", ["0,1", *smoke],
+                      script_env(train_assets, LAUNCHER="torchrun", OUTPUT_DIR=two, **env))
+    assert "2 process(es) × batch 2" in proc.stderr and "--nproc_per_node 2" in proc.stderr
+    losses = logged_losses(one)
+    assert sorted(losses) == [1, 2, 3] and losses == pytest.approx(logged_losses(two), rel=1e-4)
+
+    from safetensors.torch import load_file
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -30,7 +30,10 @@ Steps whose inputs are ready run side by side, `--jobs` at a time (default: the 
 `--threads` threads (default 1): these models are so small that one thread per process and one process per core
 beats several threads per process for the many short steps (evaluation is mostly Python start-up). The four
 training steps (CLIP, LM warm-up, stage 1, stage 2) are the long ones, and little else is ready while they run, so
-each runs alone with every thread the others would have had (`--jobs` x `--threads`).
+each runs alone with every thread the others would have had (`--jobs` x `--threads`); with `--set
+train_processes=2`, stage 1 and stage 2 run as two processes (DDP through torchrun) that share them. (The CLIP and
+LM warm-ups side by side with one thread each are slower than one after the other with two: the LM's is the
+longer, and it gains the most from a second thread; `bench/bench_cpu_processes.py`.)
 
 Rerunning reuses what is built. Each step records `OUT_DIR/.demo/<step>.json`: "started" (with its settings) before
 it runs, "done" after its outputs are complete. A step is reused when it is done with the same settings and every
@@ -47,6 +50,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -126,6 +130,13 @@ class DemoSettings:
     # the three trainings (LM warm-up, stage 1, stage 2) sort their samples by length across this many steps' worth
     # (`--length_group_steps`): random batches were half padding in the LM warm-up (BENCHMARKS.md)
     length_group_steps: int = 16
+    # stage 1 and stage 2 on a CPU as this many processes sharing the step's threads (`scripts/*.sh` with
+    # LAUNCHER=torchrun: DDP over gloo, the batch split between them), capped by --jobs and by the batches (each
+    # process gets an equal share); one process on a GPU. 2 trains stage 2 1.16x faster on 2 cores, but its
+    # different rounding moves where the late transition of stage 2 lands, as another seed does: POPE F1 66.4 with
+    # the default settings (BENCHMARKS.md, "How robust is POPE 85?"), so the default stays at one process.
+    train_processes: int = 1
+    train_seed: int = 42  # both stages' --seed (the Trainer's default)
     # evaluation
     eval_batch: int = 50
     stage1_conv_mode: str = "plain"
@@ -345,19 +356,45 @@ def step_lm(ctx: Context) -> str:
            f"{st['num_hidden_layers']} layers); {warm}"
 
 
+def resolve_train_processes(settings: DemoSettings, jobs: int, device: str) -> DemoSettings:
+    """`settings` with `train_processes` as it will run: 1 on a GPU; on a CPU at most `jobs`, and a divisor of
+    both stages' batches (each process takes an equal share of every step)."""
+    n = 1 if device != "cpu" else max(1, min(settings.train_processes, jobs))
+    while settings.stage1_batch % n or settings.stage2_batch % n:
+        n -= 1
+    return dataclasses.replace(settings, train_processes=n)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _train_env(ctx: Context, global_batch: int, **paths) -> dict[str, str]:
-    return ctx.env(DEVICE=ctx.device, LAUNCHER="python", DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm,
-                   VISION_TOWER=ctx.clip, GLOBAL_BATCH=global_batch, PER_DEVICE_BATCH=global_batch, **paths)
+    """The scripts' environment: one process (`LAUNCHER=python`) or `train_processes` under torchrun, sharing the
+    step's threads."""
+    n = ctx.settings.train_processes
+    threads = max(1, ctx.step_threads // n)
+    return ctx.env(DEVICE=ctx.device, LAUNCHER="torchrun" if n > 1 else "python", MASTER_PORT=free_port(),
+                   DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm, VISION_TOWER=ctx.clip,
+                   GLOBAL_BATCH=global_batch, PER_DEVICE_BATCH=global_batch, OMP_NUM_THREADS=threads,
+                   MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, **paths)
 
 
-def _train_flags(epochs: float, lr: float, length_group_steps: int) -> list:
+def _process_list(ctx: Context) -> str:
+    """The scripts' GPU_LIST, which on a CPU only counts the processes: "0" or "0,1"."""
+    return ",".join(str(i) for i in range(ctx.settings.train_processes))
+
+
+def _train_flags(s: DemoSettings, epochs: float, lr: float) -> list:
     """Demo-sized overrides of the recipe's flags (the last occurrence of a flag wins): the epochs and learning rate
     of a model this small, no gradient checkpointing (activations are tiny), batches of similar lengths, a
     checkpoint every 200 steps (half a minute of stage 2; each costs about 0.2 s) so an interrupted run resumes, a
     log line every 10 steps."""
     return ["--num_train_epochs", epochs, "--learning_rate", lr, "--gradient_checkpointing", "False",
-            "--length_group_steps", length_group_steps, "--save_steps", 200, "--save_total_limit", 1,
-            "--logging_steps", 10]
+            "--length_group_steps", s.length_group_steps, "--save_steps", 200, "--save_total_limit", 1,
+            "--logging_steps", 10, "--seed", s.train_seed]
 
 
 def _loss_summary(script: str, output: str) -> str:
@@ -370,8 +407,8 @@ def step_stage1(ctx: Context) -> str:
     env = _train_env(ctx, s.stage1_batch, PRETRAIN_DATA=ctx.data / "train" / "pretrain.json",
                      PRETRAIN_IMAGES=ctx.data / "train", OUTPUT_DIR=ctx.pretrain_out,
                      LOGGING_DIR=ctx.out / "runs" / "stage1")
-    output = ctx.run("stage1", ["bash", REPO_DIR / "scripts" / "pretrain.sh", "0", s.projector,
-                                *_train_flags(s.stage1_epochs, s.stage1_lr, s.length_group_steps),
+    output = ctx.run("stage1", ["bash", REPO_DIR / "scripts" / "pretrain.sh", _process_list(ctx), s.projector,
+                                *_train_flags(s, s.stage1_epochs, s.stage1_lr),
                                 "--group_by_length", "True", "--mm_projector_lr", s.stage1_lr], env)
     if not (ctx.pretrain_out / "mm_projector.bin").is_file():
         raise StepFailed(f"scripts/pretrain.sh finished without writing {ctx.pretrain_out / 'mm_projector.bin'}")
@@ -390,8 +427,8 @@ def step_stage2(ctx: Context) -> str:
     env = _train_env(ctx, s.stage2_batch, PROJECTOR_PATH=ctx.pretrain_out / "mm_projector.bin",
                      FINETUNE_DATA=ctx.data / "train" / "instruct.json", FINETUNE_IMAGES=ctx.data / "train",
                      OUTPUT_DIR=ctx.stage2, LOGGING_DIR=ctx.out / "runs" / "stage2")
-    output = ctx.run("stage2", ["bash", REPO_DIR / "scripts" / "finetune.sh", "0", s.projector,
-                                *_train_flags(s.stage2_epochs, s.stage2_lr, s.length_group_steps), "--mm_projector_lr",
+    output = ctx.run("stage2", ["bash", REPO_DIR / "scripts" / "finetune.sh", _process_list(ctx), s.projector,
+                                *_train_flags(s, s.stage2_epochs, s.stage2_lr), "--mm_projector_lr",
                                 s.stage2_projector_lr], env)
     if not (ctx.stage2 / "model.safetensors").is_file():
         raise StepFailed(f"scripts/finetune.sh finished without writing {ctx.stage2 / 'model.safetensors'}")
@@ -421,7 +458,7 @@ def make_eval_step(bench: str, stage: str) -> Callable[[Context], str]:
                                              ctx.eval_data], env)
         key, metric, title = HEADLINE[bench]
         value = read_metric(ctx, bench, checkpoint)
-        return f"scripts/eval/{bench}.sh ({conv_mode} prompts): {title} {value:.1f}"
+        return f"scripts/eval/{bench}.sh ({conv_mode} prompts): {title} {round(value, 2):.2f}"  # as results.json
     return step
 
 
@@ -484,10 +521,12 @@ STEPS: tuple[Step, ...] = (
          lambda c: [c.lm],
          exclusive=True),
     Step("stage1", "stage 1 training", step_stage1, ("data", "clip", "lm"),
-         lambda s: s.pick("projector", "stage1_batch", "stage1_lr", "stage1_epochs", "length_group_steps"),
+         lambda s: s.pick("projector", "stage1_batch", "stage1_lr", "stage1_epochs", "length_group_steps",
+                          "train_processes", "train_seed"),
          lambda c: [c.pretrain_out, c.out / "runs" / "stage1"], exclusive=True),
     Step("stage2", "stage 2 training", step_stage2, ("stage1",),
-         lambda s: s.pick("stage2_batch", "stage2_lr", "stage2_projector_lr", "stage2_epochs", "length_group_steps"),
+         lambda s: s.pick("stage2_batch", "stage2_lr", "stage2_projector_lr", "stage2_epochs", "length_group_steps",
+                          "train_processes", "train_seed"),
          lambda c: [c.stage2, c.out / "runs" / "stage2"], exclusive=True),
     Step("export", "stage-1 checkpoint", step_export, ("stage1",), outputs=lambda c: [c.stage1]),
     *_eval_steps("stage2"),
@@ -715,7 +754,7 @@ def results_table(results: dict) -> str:
     lines = ["| metric         | stage 1 alone | after stage 2 |", "|:---------------|--------------:|--------------:|"]
     for bench in BENCHMARKS:
         key, _, title = HEADLINE[bench]
-        lines.append(f"| {title:<14} | {results['stage1'][key]:>13.1f} | {results['stage2'][key]:>13.1f} |")
+        lines.append(f"| {title:<14} | {results['stage1'][key]:>13.2f} | {results['stage2'][key]:>13.2f} |")
     return "\n".join(lines)
 
 
@@ -782,9 +821,10 @@ def prepare_out_dir(path: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = apply_overrides(QUICK if args.quick else DEFAULT, args.overrides)
-    out = prepare_out_dir(args.out_dir)
     jobs = args.jobs or os.cpu_count() or 1
+    settings = resolve_train_processes(apply_overrides(QUICK if args.quick else DEFAULT, args.overrides), jobs,
+                                       args.device)
+    out = prepare_out_dir(args.out_dir)
     ctx = Context(out, settings, threads=args.threads, quick=args.quick, device=args.device)
     where = "CPU" if args.device == "cpu" else "GPU"
     print(f"Xmodel-VLM demo{' (--quick)' if args.quick else ''}: synthetic data → stage 1 → stage 2 → evaluation → "
