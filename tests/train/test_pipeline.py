@@ -1,5 +1,5 @@
 """End to end through train.py on tiny models (CPU): stage 1 → stage 2, LoRA → merge, resume, DeepSpeed ZeRO-2/3
-in one and two processes (gloo), and the launch scripts."""
+and plain DDP in one and two processes (gloo), and the launch scripts."""
 from __future__ import annotations
 
 import json
