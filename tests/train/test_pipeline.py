@@ -218,7 +218,7 @@ def test_deepspeed_zero3_one_and_two_processes(train_assets, tmp_path):
 
 
 def test_plain_ddp_two_processes_equal_one(train_assets, tmp_path):
-    """finetune.sh without DeepSpeed under torchrun (what the demo runs on a CPU: DDP over gloo), with length-grouped
+    """finetune.sh without DeepSpeed under torchrun (DDP over gloo; the demo's `--set train_processes=2`), with length-grouped
     batches: two processes with half the batch each log the same losses and end with the same weights as one."""
     stage1, one, two = tmp_path / "stage1", tmp_path / "one", tmp_path / "two"
     run_train(stage1_args(train_assets, stage1, "--max_steps", "1"))
