@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,10 @@ def iter_jsonl(path: str | os.PathLike, not_found: str | None = None, expectatio
                 yield line_number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: line {line_number} is not valid JSON ({exc.msg}){expectation}") from None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, for a torch.distributed rendezvous (MASTER_PORT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

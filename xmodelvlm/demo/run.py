@@ -50,7 +50,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -63,7 +62,7 @@ from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
 from xmodelvlm.demo.tiny_clip import AUX_HEADS
 from xmodelvlm.demo.tiny_lm import CORPORA
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
-from xmodelvlm.utils import atomic_write_json
+from xmodelvlm.utils import atomic_write_json, free_port
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = "demo_out"
@@ -365,21 +364,15 @@ def resolve_train_processes(settings: DemoSettings, jobs: int, device: str) -> D
     return dataclasses.replace(settings, train_processes=n)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_env(ctx: Context, global_batch: int, **paths) -> dict[str, str]:
     """The scripts' environment: one process (`LAUNCHER=python`) or `train_processes` under torchrun, sharing the
     step's threads."""
     n = ctx.settings.train_processes
     threads = max(1, ctx.step_threads // n)
-    return ctx.env(DEVICE=ctx.device, LAUNCHER="torchrun" if n > 1 else "python", MASTER_PORT=free_port(),
-                   DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm, VISION_TOWER=ctx.clip,
+    launch = {"LAUNCHER": "torchrun", "MASTER_PORT": free_port()} if n > 1 else {"LAUNCHER": "python"}
+    return ctx.env(DEVICE=ctx.device, DEEPSPEED_CONFIG="none", NUM_WORKERS="0", LM_PATH=ctx.lm, VISION_TOWER=ctx.clip,
                    GLOBAL_BATCH=global_batch, PER_DEVICE_BATCH=global_batch, OMP_NUM_THREADS=threads,
-                   MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, **paths)
+                   MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, **launch, **paths)
 
 
 def _process_list(ctx: Context) -> str:

@@ -14,20 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import sys
 import warnings
 from pathlib import Path
 
 from ..errors import UserError, run_cli
+from ..utils import free_port
 
 logger = logging.getLogger("xmodelvlm.train")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_single_process_env(argv: list[str]) -> None:
@@ -37,7 +31,7 @@ def ensure_single_process_env(argv: list[str]) -> None:
     if wants_deepspeed and "WORLD_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
 def setup_logging(training_args) -> None:
