@@ -8,7 +8,7 @@ CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env 
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
 checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default the `train_seed` setting (42, the Trainer's own);
 env VISION_LAYER=... their `--mm_vision_select_layer`, default -2; env WEIGHT_DECAY=... their `--weight_decay`,
-default 0), then POPE / GQA / MME on
+default 0; env LM_GROUP_STEPS=... the LM warm-up's own `--length-group-steps`, default the demo's), then POPE / GQA / MME on
 stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
@@ -35,7 +35,7 @@ lap("clip")
 lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
 lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
                     kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
-                    seed=s.seed, device=device, joined=s.lm_corpus == "joined", length_group_steps=s.length_group_steps)
+                    seed=s.seed, device=device, joined=s.lm_corpus == "joined", length_group_steps=int(os.environ.get("LM_GROUP_STEPS", s.length_group_steps)))
 lap("lm")
 from xmodelvlm.train.train import main as train_main
 prec = ["--bf16", "True", "--tf32", "True"] if device == "cuda" else ["--use_cpu", "True", "--bf16", "False"]
