@@ -6,18 +6,20 @@ CHECKPOINT is a full demo checkpoint (OUT/checkpoints/stage1 or stage2). On the 
 it takes each object's own token (the patch that holds its centre) at the tower's output (the layer the VLM
 reads), at the projector's output (the LM's input) and after each LM layer (the image tokens fed after `<s>`),
 and prints per attribute the between-class share of the tokens' variance ("var") and a held-out linear probe
-("probe", 70/30 split of the objects, standardised features). A probe says whether an attribute is there at all;
-the share says how loud it is, which is what decides whether stage 2 learns to read it (BENCHMARKS.md, "Why
-naming a shape fails").
+("probe": the tower probes' logistic regression, 70/30 split of the objects). A probe says whether an attribute is
+there at all; the share says how loud it is, which is what decides whether stage 2 learns to read it
+(BENCHMARKS.md, "Why naming a shape fails").
 """
 import json
 import sys
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from demo_common import between_class_share, object_token_index
 from xmodelvlm.data.image import process_images
+from xmodelvlm.demo.tiny_clip import _softmax_probe
 from xmodelvlm.model.builder import load_pretrained_model
 
 torch.set_num_threads(2)
@@ -43,32 +45,23 @@ rows, cols, labels = [], [], {"colour": [], "shape": [], "slot": []}
 for b, scene in enumerate(scenes):
     for o in scene["objects"]:
         rows.append(b)
-        cols.append(int(o["cy"] // patch) * side + int(o["cx"] // patch))
+        cols.append(object_token_index(o, patch, side))
         for key, value in zip(labels, (o["color"], o["shape"], o["position"])):
             labels[key].append(value)
 
 
 def probe(x: torch.Tensor, values: list) -> float:
+    """Held-out accuracy of the tower probes' logistic regression (`tiny_clip._softmax_probe`), 70/30 split."""
     classes = sorted(set(values))
     y = torch.tensor([classes.index(v) for v in values])
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     cut = int(len(x) * 0.7)
-    head = torch.nn.Linear(x.shape[1], len(classes))
-    opt = torch.optim.Adam(head.parameters(), 1e-2, weight_decay=1e-4)
-    for _ in range(300):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(head(x[:cut]), y[:cut]).backward()
-        opt.step()
-    return (head(x[cut:]).argmax(1) == y[cut:]).float().mean().item()
+    proba = _softmax_probe(x[:cut], F.one_hot(y[:cut], len(classes)).float(), x[cut:], steps=300)
+    return (proba.argmax(1) == y[cut:]).float().mean().item()
 
 
 for name, tokens in points.items():
     x = tokens[torch.tensor(rows), torch.tensor(cols)].detach()
-    centred = x - x.mean(0)
-    total = (centred ** 2).sum()
     line = [f"{name:10s} norm {x.norm(dim=1).mean():5.1f}"]
     for key, values in labels.items():
-        v = np.array(values)
-        between = sum((v == u).sum() * (centred[torch.from_numpy(v == u)].mean(0) ** 2).sum() for u in set(values))
-        line.append(f"{key} var {between / total:.2f} probe {probe(x, values):.2f}")
+        line.append(f"{key} var {between_class_share(x.numpy(), values):.2f} probe {probe(x, values):.2f}")
     print(" | ".join(line), flush=True)

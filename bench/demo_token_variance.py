@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
+from demo_common import between_class_share, object_token_index
+
 torch.set_num_threads(1)
 clip_dir, data = sys.argv[1], sys.argv[2]
 n_scenes = int(sys.argv[3]) if len(sys.argv) > 3 else 1500
@@ -29,14 +31,10 @@ side = tower.config.image_size // patch
 rows, labels = [], {"colour": [], "shape": [], "slot": [], "bg colour": [], "bg texture": []}
 for b, s in enumerate(scenes):
     for o in s["objects"]:  # the token of the patch that holds the object's centre
-        rows.append(tokens[b, int(o["cy"] // patch) * side + int(o["cx"] // patch)].numpy())
+        rows.append(tokens[b, object_token_index(o, patch, side)].numpy())
         for key, value in zip(labels, (o["color"], o["shape"], o["position"], s["bg_color"], s["bg_texture"])):
             labels[key].append(value)
 x = np.stack(rows)
-centred = x - x.mean(0)
-total = (centred ** 2).sum()
 print(f"{len(x)} object tokens, width {x.shape[1]}, mean norm {np.linalg.norm(x, axis=1).mean():.1f}")
 for key, values in labels.items():
-    values = np.array(values)
-    between = sum((values == v).sum() * (centred[values == v].mean(0) ** 2).sum() for v in set(values))
-    print(f"{key:11s} {between / total:.3f}")
+    print(f"{key:11s} {between_class_share(x, values):.3f}")

@@ -38,16 +38,9 @@ lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.
                     seed=s.seed, device=device, joined=s.lm_corpus == "joined", length_group_steps=int(os.environ.get("LM_GROUP_STEPS", s.length_group_steps)))
 lap("lm")
 from xmodelvlm.train.train import main as train_main
-prec = ["--bf16", "True", "--tf32", "True"] if device == "cuda" else ["--use_cpu", "True", "--bf16", "False"]
-common = ["--model_name_or_path", str(lm), "--vision_tower", str(clip), "--mm_projector_type", s.projector,
-          "--mm_vision_select_layer", os.environ.get("VISION_LAYER", "-2"), "--image_aspect_ratio", "pad", *prec, "--eval_strategy", "no",
-          "--save_strategy", "no", "--weight_decay", os.environ.get("WEIGHT_DECAY", "0."), "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
-          "--logging_steps", "50", "--model_max_length", "2048", "--gradient_checkpointing", "False",
-          "--dataloader_num_workers", "2", "--report_to", "none", "--disable_tqdm", "True",
-          "--seed", os.environ.get("TRAIN_SEED", str(s.train_seed)), "--length_group_steps", str(s.length_group_steps)]
-train_main(common + ["--version", "plain", "--data_path", str(data / "train" / "pretrain.json"), "--image_folder", str(data / "train"),
-           "--tune_mm_mlp_adapter", "True", "--group_by_length", "True", "--output_dir", str(run / "s1"), "--num_train_epochs", str(s.stage1_epochs),
-           "--per_device_train_batch_size", str(s.stage1_batch), "--learning_rate", str(s.stage1_lr), "--mm_projector_lr", str(s.stage1_lr)])
+from demo_common import stage1_flags, train_flags
+common = train_flags(lm, clip, s, device)
+train_main(common + stage1_flags(data, run / "s1", s))
 lap("stage1")
 train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),
            "--pretrain_mm_mlp_adapter", str(run / "s1" / "mm_projector.bin"), "--group_by_modality_length", "True",
