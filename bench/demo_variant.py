@@ -19,7 +19,7 @@ t0 = time.time()
 out, base, name, ov, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 import torch
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
-from xmodelvlm.demo.run import DEFAULT, apply_overrides, SHORT_ANSWER_SUFFIX
+from xmodelvlm.demo.run import DEFAULT, apply_overrides, lm_grid_side, SHORT_ANSWER_SUFFIX
 from xmodelvlm.demo.tiny_clip import pretrain_tiny_clip
 from xmodelvlm.demo.tiny_lm import make_tiny_lm
 s = apply_overrides(DEFAULT, ov)
@@ -29,13 +29,14 @@ times = {}
 def lap(k, t=[time.time()]):
     times[k] = round(time.time() - t[0], 1); t[0] = time.time()
 clip = Path(os.environ["CLIP_DIR"]) if os.environ.get("CLIP_DIR") else run / "clip"
-if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, image_size=s.image_size, patch_size=s.clip_patch, located_phrases=s.clip_located_phrases, aux_head=s.clip_aux_head, steps=s.clip_steps, batch_size=s.clip_batch,
+if not os.environ.get("CLIP_DIR"): pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", clip, image_size=s.image_size, patch_size=s.clip_patch, located_phrases=s.clip_located_phrases, aux_head=s.clip_aux_head, isotropy_weight=s.clip_isotropy_weight, steps=s.clip_steps, batch_size=s.clip_batch,
                    lr=s.clip_lr, seed=s.seed, num_threads=int(os.environ.get("THREADS", "1")), quiet=True, device=device)
 lap("clip")
 lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
 lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
                     kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
-                    seed=s.seed, device=device, joined=s.lm_corpus == "joined", length_group_steps=int(os.environ.get("LM_GROUP_STEPS", s.length_group_steps)))
+                    seed=s.seed, device=device, joined=s.lm_corpus != "separate", length_group_steps=int(os.environ.get("LM_GROUP_STEPS", s.length_group_steps)),
+                    grid_side=lm_grid_side(s))
 lap("lm")
 from xmodelvlm.train.train import main as train_main
 from demo_common import stage1_flags, train_flags

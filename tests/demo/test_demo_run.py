@@ -301,3 +301,14 @@ def test_quick_demo_runs_end_to_end_and_stage2_learns_the_instruction_task(tmp_p
     step_lines = [line for line in again.stdout.splitlines() if line.startswith("[")]
     assert len(step_lines) == len(run.STEPS) and all("reused (" in line for line in step_lines)
     assert json.loads((out / "results.json").read_text())["stage2"] == s2
+
+
+def test_the_lm_warm_up_grid_matches_the_image_tokens_and_is_part_of_the_lm_step_settings():
+    """With `lm_corpus=grid` the warm-up's grids have one cell per patch token (48 px / patch 16 = 3 per side); a
+    different grid is a different LM, so the step's recorded settings change and a rerun rebuilds it."""
+    lm_step = next(step for step in run.STEPS if step.name == "lm")
+    grid = run.apply_overrides(run.DEFAULT, ["lm_corpus=grid"])
+    assert run.lm_grid_side(grid) == 3 and run.lm_grid_side(run.apply_overrides(grid, ["clip_patch=8"])) == 6
+    assert run.lm_grid_side(run.apply_overrides(run.DEFAULT, ["lm_corpus=joined"])) == 0
+    assert lm_step.settings(grid)["grid_side"] == 3 and "grid_side" not in lm_step.settings(run.DEFAULT)
+    assert lm_step.settings(grid) != lm_step.settings(run.apply_overrides(grid, ["clip_patch=8"]))

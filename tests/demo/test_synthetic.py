@@ -384,3 +384,46 @@ def test_located_region_targets_name_each_objects_slot():
             name = f"a {o['color']} {o['shape']} {sd.POS_PHRASE[o['position']]}"
             assert phrases[int(located[k, cell[o["position"]], :n_objects].argmax())] == name
 
+
+
+def test_anisotropy_is_zero_when_every_direction_varies_alike():
+    import torch
+
+    from xmodelvlm.demo import tiny_clip as tc
+
+    torch.manual_seed(0)
+    isotropic = torch.randn(64, 9, 16)
+    skewed = isotropic * torch.tensor([10.0] + [1.0] * 15)  # one loud direction, as a loud background makes
+    assert tc._anisotropy(isotropic) < 0.01 < 0.1 < tc._anisotropy(skewed)
+    assert torch.isclose(tc._anisotropy(isotropic * 5 + 3), tc._anisotropy(isotropic))  # scale and shift free
+
+
+def test_tiny_clip_isotropy_weight_makes_its_tokens_better_conditioned(data, tmp_path):
+    """The isotropy loss on the layer -2 tokens (`--isotropy-weight`) narrows the spread of their covariance's
+    eigenvalues, which is what lets a projector learn the quiet attributes (BENCHMARKS.md)."""
+    import torch
+    from transformers import CLIPVisionModel
+
+    from xmodelvlm.demo import tiny_clip as tc
+
+    pix = tc.normalize(tc.load_images(sorted((data / "train/images").glob("*.png")), 64))
+    spread = {}
+    for weight in (0.0, 30.0):
+        out = tmp_path / f"iso{weight}"
+        assert tc.main(["--data", str(data), "--out", str(out), "--steps", "30", "--batch-size", "16",
+                        "--patch-size", "16", "--lr", "1e-3", "--isotropy-weight", str(weight), "--threads", "1",
+                        "--quiet"]) == 0
+        assert json.loads((out / "clip_pretrain_stats.json").read_text())["isotropy_weight"] == weight
+        with torch.no_grad():
+            tokens = CLIPVisionModel.from_pretrained(out)(pixel_values=pix, output_hidden_states=True).hidden_states[-2]
+        x = tokens[:, 1:].reshape(-1, tokens.shape[-1]).double()
+        eig = torch.linalg.eigvalsh(torch.cov((x - x.mean(0)).T))
+        spread[weight] = (eig[-1] / eig.sum()).item()  # the loudest direction's share of the variance
+    assert spread[30.0] < 0.5 * spread[0.0], spread
+    # also without the region loss (no scenes.json), and a negative weight is a usage error
+    out = tc.pretrain_tiny_clip(data / "train/pretrain.json", data / "train", tmp_path / "plain", steps=1, batch_size=8,
+                                scenes_json=tmp_path / "absent.json", isotropy_weight=1.0, quiet=True)
+    assert json.loads((out / "clip_pretrain_stats.json").read_text())["isotropy_weight"] == 1.0
+    with pytest.raises(SystemExit) as exc:
+        tc.main(["--data", str(data), "--out", str(tmp_path / "bad"), "--isotropy-weight", "-1", "--quiet"])
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()

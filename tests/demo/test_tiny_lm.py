@@ -1,11 +1,15 @@
-"""The LM warm-up's batches: random by default, length-grouped with `group_steps` > 1."""
+"""The LM warm-up: its batches (random by default, length-grouped with `group_steps` > 1) and its grid documents."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
+import torch
 
-from xmodelvlm.demo.tiny_lm import PAD_ID, _batches
+from xmodelvlm.demo.tiny_lm import (PAD_ID, _batches, _cell_vectors, _collate, build_lm, encode_documents,
+                                    grid_documents, scene_cells, warm_up, warmup_corpus)
+from xmodelvlm.errors import UserError
 
 
 def docs(n=120, seed=0):
@@ -36,3 +40,110 @@ def test_length_grouping_pads_less_and_keeps_batches_shuffled():
     assert padded[15] < 0.75 * padded[1]
     maxima = [max(b) for b in epoch_rows(encoded, 8, 15)]
     assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------ grid documents
+def test_scene_cells_put_each_object_in_its_patch_row_major():
+    """The cells follow the patch tokens' order (row-major), one cell per patch of a 48 px image in 16 px patches."""
+    scene = {"bg_color": "gray", "bg_texture": "striped", "objects": [
+        {"color": "red", "shape": "circle", "size": "small", "cx": 24.3, "cy": 7.9},     # top: row 0, column 1
+        {"color": "blue", "shape": "star", "size": "large", "cx": 7.6, "cy": 23.5},     # left: row 1, column 0
+        {"color": "green", "shape": "square", "size": "small", "cx": 40.1, "cy": 24.2},  # right: row 1, column 2
+    ]}
+    cells = scene_cells(scene, side=3, image_size=48)
+    assert cells[1] == ["small", "red", "circle"]
+    assert cells[3] == ["large", "blue", "star"]
+    assert cells[5] == ["small", "green", "square"]
+    assert [cells[k] for k in (0, 2, 4, 6, 7, 8)] == [["gray", "striped"]] * 6
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from xmodelvlm.demo import synthetic_data as sd
+    from xmodelvlm.demo import tiny_tokenizer as tt
+
+    root = tmp_path_factory.mktemp("grid")
+    sd.generate(root / "data", seed=0, num_train=240, num_eval=10, image_size=48, quiet=True)
+    tt.train_tokenizer(tt.dataset_texts(root / "data"), root / "tok")
+    return root / "data", root / "tok"
+
+
+def test_grid_documents_give_every_scene_its_caption_and_its_conversation(small_data):
+    data, _ = small_data
+    pretrain = json.loads((data / "train" / "pretrain.json").read_text())
+    instruct = [s for s in json.loads((data / "train" / "instruct.json").read_text()) if s.get("image")]
+    scenes = {s["image"]: s for s in json.loads((data / "train" / "scenes.json").read_text())}
+    docs = grid_documents(data, side=3)
+    assert len(docs) == len(pretrain) + len(instruct)
+    cells, caption = docs[0]
+    assert caption == pretrain[0]["conversations"][1]["value"]  # the caption alone, right after the grid
+    assert cells == scene_cells(scenes[pretrain[0]["image"]], 3, 48) and len(cells) == 9
+    cells, conversation = docs[len(pretrain)]
+    assert conversation.startswith("\n") and "<image>" not in conversation
+    assert instruct[0]["conversations"][1]["value"] in conversation
+    assert cells == scene_cells(scenes[instruct[0]["image"]], 3, 48)
+
+
+def test_grid_documents_without_the_manifest_is_a_user_error(small_data, tmp_path):
+    data, _ = small_data
+    (tmp_path / "train").mkdir()
+    for name in ("scenes.json", "pretrain.json", "instruct.json"):
+        (tmp_path / "train" / name).write_bytes((data / "train" / name).read_bytes())
+    with pytest.raises(UserError, match="manifest.json"):
+        grid_documents(tmp_path, side=3)
+
+
+def test_cell_vectors_are_the_mean_embedding_of_the_cell_words_and_are_not_predicted():
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(20, 4)
+    rows = [([1, PAD_ID, PAD_ID, 5, 6, 2], [[3, 4], [7]]), ([1, 5, 2], None)]
+    input_ids, mask, labels = _collate([ids for ids, _ in rows], [len(c or ()) for _, c in rows])
+    inputs = _cell_vectors(embed, rows, input_ids)
+    w = embed.weight.detach()
+    assert torch.allclose(inputs[0, 1], (w[3] + w[4]) / 2) and torch.allclose(inputs[0, 2], w[7])
+    assert torch.allclose(inputs[0, 3], w[5]) and torch.allclose(inputs[1, :3], w[[1, 5, 2]])
+    assert labels[0].tolist() == [1, -100, -100, 5, 6, 2] and labels[1].tolist() == [1, 5, 2, -100, -100, -100]
+    inputs.sum().backward()  # the cell vectors train the word embeddings they are made of
+    assert embed.weight.grad[3].abs().sum() > 0 and embed.weight.grad[7].abs().sum() > 0
+
+
+def test_warm_up_on_grids_learns_to_read_them(small_data, tmp_path):
+    """After a short warm-up with grid documents, a caption is likelier after its own scene's grid than after
+    another scene's: the LM reads the cells, not just the caption's prior."""
+    import sentencepiece as spm
+
+    data, tok = small_data
+    sp = spm.SentencePieceProcessor(model_file=str(tok / "tokenizer.model"))
+    grids = grid_documents(data, side=3)
+    captions = grids[:240]
+    model = build_lm({"vocab_size": sp.get_piece_size(), "hidden_size": 64, "intermediate_size": 128,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2}, seed=0)
+    torch.set_num_threads(1)
+    stats = warm_up(model, warmup_corpus(data), sp, steps=250, batch_size=32, lr=3e-3, seed=0, log_every=10**6,
+                    grids=grids)
+    assert stats["grid_documents"] == len(grids) and stats["final_loss"] < stats["first_loss"]
+
+    def caption_loss(pairs):
+        encoded = encode_documents([], pairs, sp)
+        input_ids, mask, labels = _collate([ids for ids, _ in encoded], [len(c) for _, c in encoded])
+        with torch.no_grad():
+            inputs = _cell_vectors(model.get_input_embeddings(), encoded, input_ids)
+            return model(inputs_embeds=inputs, attention_mask=mask, labels=labels).loss.item()
+
+    own = caption_loss(captions[:64])
+    other = caption_loss([(captions[(k + 1) % 64][0], captions[k][1]) for k in range(64)])
+    assert own < other - 0.05, (own, other)  # 0.74 vs 0.82 nats per caption token when measured
+
+
+def test_cli_grid_corpus_writes_an_lm_that_records_its_grids(small_data, tmp_path):
+    from xmodelvlm.demo.tiny_lm import STATS_FILE, main
+
+    data, tok = small_data
+    args = ["--data", str(data), "--tokenizer", str(tok), "--hidden", "32", "--intermediate", "64", "--layers", "1",
+            "--heads", "2", "--kv-heads", "2", "--steps", "3", "--batch-size", "8", "--corpus", "grid"]
+    with pytest.raises(SystemExit) as exc:  # a grid needs at least one cell per side: usage error, exit 2
+        main(args + ["--out", str(tmp_path / "bad"), "--grid-side", "0"])
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()
+    assert main(args + ["--out", str(tmp_path / "lm")]) == 0
+    stats = json.loads((tmp_path / "lm" / STATS_FILE).read_text())
+    assert stats["grid_side"] == 3 and stats["grid_documents"] == len(grid_documents(data, 3)) > 0

@@ -100,6 +100,9 @@ class DemoSettings:
     # "linear": the region loss reads the tokens through a head of its own; "none": it acts on the tokens themselves,
     # which makes shape and slot louder in them (BENCHMARKS.md) but did not measurably help the VLM
     clip_aux_head: str = "linear"
+    # > 0: a loss that makes the tokens the VLM reads vary alike in every direction (the background no longer
+    # dominates them); it speeds up learning shape from them in isolation but did not help the VLM (BENCHMARKS.md)
+    clip_isotropy_weight: float = 0.0
     clip_max_seconds: float = 150.0  # a guard for a loaded machine; normally the steps finish well before
     # language model (Llama architecture)
     lm_hidden: int = 128
@@ -110,6 +113,11 @@ class DemoSettings:
     lm_warmup_steps: int = 450
     lm_warmup_batch: int = 64
     lm_warmup_lr: float = 3e-3
+    # "grid" adds every training scene as a 3x3 grid of cell vectors (the mean embedding of the words for what lies in
+    # each cell) before its caption and before its conversation, laid out as the image tokens will be
+    # (`xmodelvlm.demo.tiny_lm`). Its warm-up is 1.3x faster, but over training seeds its scores are within the
+    # spread of the default's: one such LM scored better on four seeds of four, another worse on two
+    # (BENCHMARKS.md, "A warm-up that reads scene grids")
     lm_corpus: str = "joined"
     # the XDP projector with N = 1 (the released model's older revision): one image token per cell. The recipe's
     # N = 4 concatenates 4 consecutive tokens of a row, which on a 3x3 grid would mix cells of different rows
@@ -329,13 +337,19 @@ def step_clip(ctx: Context) -> str:
                      "--batch-size", s.clip_batch, "--lr", s.clip_lr, "--seed", s.seed,
                      "--threads", ctx.step_threads, "--max-seconds", s.clip_max_seconds, "--device", ctx.device,
                      "--located-phrases" if s.clip_located_phrases else "--no-located-phrases",
-                     "--aux-head", s.clip_aux_head])
+                     "--aux-head", s.clip_aux_head, "--isotropy-weight", s.clip_isotropy_weight])
     stats = json.loads((ctx.clip / STATS_FILE).read_text())
     trained = (f"CLIP-style training {stats['steps']} steps, loss {stats['first_loss']:.2f} → "
                f"{stats['final_loss']:.2f}" if stats["steps"] else "random init (clip_steps=0)")
     probes = ", ".join(f"{name} {stats.get(key, float('nan')):.2f}" for name, key in (
         ("presence", "presence_acc"), ("colour", "color_acc"), ("shape", "shape_acc"), ("slot", "position_acc")))
     return f"{trained}; held-out probes: {probes}"
+
+
+def lm_grid_side(s: DemoSettings) -> int:
+    """The side of the LM warm-up's scene grids (`lm_corpus` "grid"): the tower's patches per side, which with XDP
+    N = 1 are the image tokens per side; 0 for the other corpora."""
+    return s.image_size // s.clip_patch if s.lm_corpus == "grid" else 0
 
 
 def step_lm(ctx: Context) -> str:
@@ -347,9 +361,11 @@ def step_lm(ctx: Context) -> str:
                    "--layers", s.lm_layers, "--heads", s.lm_heads, "--kv-heads", s.lm_kv_heads,
                    "--steps", s.lm_warmup_steps, "--batch-size", s.lm_warmup_batch, "--lr", s.lm_warmup_lr,
                    "--seed", s.seed, "--threads", ctx.step_threads, "--corpus", s.lm_corpus, "--device", ctx.device,
-                   "--length-group-steps", s.length_group_steps])
+                   "--length-group-steps", s.length_group_steps,
+                   *(["--grid-side", lm_grid_side(s)] if s.lm_corpus == "grid" else [])])
     st = json.loads((ctx.lm / STATS_FILE).read_text())
-    warm = f"text warm-up {st['steps']} steps, loss {st['first_loss']:.2f} → {st['final_loss']:.2f}" \
+    grids = f" (with {st['grid_documents']:,} scene-grid documents)" if st.get("grid_documents") else ""
+    warm = f"text warm-up {st['steps']} steps{grids}, loss {st['first_loss']:.2f} → {st['final_loss']:.2f}" \
         if st["steps"] else "random init"
     return f"Llama, {st['parameters'] / 1e6:.1f}M parameters (hidden {st['hidden_size']}, " \
            f"{st['num_hidden_layers']} layers); {warm}"
@@ -497,6 +513,12 @@ def _eval_steps(stage: str) -> tuple[Step, ...]:
         for bench in BENCHMARKS)
 
 
+def _unless_off(s: DemoSettings, name: str) -> dict:
+    """A setting for a step's record only when it is on: a setting added at its neutral value keeps the records
+    of earlier runs valid, so their steps are still reused."""
+    return {name: getattr(s, name)} if getattr(s, name) else {}
+
+
 # In priority order: when several steps are ready, the first listed starts first (stage 2 before stage 1's evals:
 # it is the long pole).
 STEPS: tuple[Step, ...] = (
@@ -505,12 +527,13 @@ STEPS: tuple[Step, ...] = (
     Step("tokenizer", "tokenizer", step_tokenizer, ("data",), lambda s: s.pick("vocab_size"),
          lambda c: [c.tokenizer]),
     Step("clip", "CLIP tower", step_clip, ("data",),
-         lambda s: s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",
-                          "clip_aux_head", "clip_max_seconds"),
+         lambda s: {**s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",
+                             "clip_aux_head", "clip_max_seconds"), **_unless_off(s, "clip_isotropy_weight")},
          lambda c: [c.clip], exclusive=True),
     Step("lm", "language model", step_lm, ("data", "tokenizer"),
-         lambda s: s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
-                          "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus", "length_group_steps"),
+         lambda s: {**s.pick("seed", "lm_hidden", "lm_intermediate", "lm_layers", "lm_heads", "lm_kv_heads",
+                             "lm_warmup_steps", "lm_warmup_batch", "lm_warmup_lr", "lm_corpus", "length_group_steps"),
+                    **({"grid_side": lm_grid_side(s)} if lm_grid_side(s) else {})},
          lambda c: [c.lm],
          exclusive=True),
     Step("stage1", "stage 1 training", step_stage1, ("data", "clip", "lm"),

@@ -206,6 +206,16 @@ def _aux_region_loss(head: nn.Module, feats: torch.Tensor, phrase_emb: torch.Ten
     return dense + F.cross_entropy(obj_logits, labels)
 
 
+def _anisotropy(tokens: torch.Tensor) -> torch.Tensor:
+    """How far the covariance of `tokens` (B x P x D, pooled over images and patches) is from a multiple of the
+    identity: the mean squared entry of (C / mean eigenvalue - I). Zero when every direction varies alike."""
+    x = tokens.reshape(-1, tokens.shape[-1])
+    x = x - x.mean(0)
+    cov = x.T @ x / max(1, len(x) - 1)
+    eye = torch.eye(len(cov), device=cov.device)
+    return ((cov / cov.diagonal().mean().clamp_min(1e-8) - eye) ** 2).mean()
+
+
 # -------------------------------------------------------------------------------------------------- probes
 def _ridge_fit(x: torch.Tensor, y: torch.Tensor, lam: float = 1.0):
     """Closed-form ridge regression (standardised inputs + bias) onto one-hot / soft targets; dual form when the
@@ -365,7 +375,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
                        seed: int = 0, num_threads: int = 2, scenes_json: str | Path | None = None,
                        max_seconds: float | None = None, bf16: bool | None = None, baseline_probes: bool = False,
                        object_loss: bool = True, located_phrases: bool = True, aux_head: str = "linear",
-                       quiet: bool = False, device: str = "cpu") -> Path:
+                       isotropy_weight: float = 0.0, quiet: bool = False, device: str = "cpu") -> Path:
     """Pre-train the tiny CLIP on ``train_json`` (LLaVA-558K style: the gpt turn is the caption; images relative
     to ``image_folder``) and save it to ``out_dir``. The last ``num_heldout`` samples are held out for the
     retrieval score and the probes. ``scenes_json`` (default ``image_folder/scenes.json`` when it exists) enables
@@ -374,7 +384,9 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
     ``bf16`` (default: on a GPU, or when the CPU has native bf16 instructions) runs the forward pass under bf16
     autocast, about 1.3x faster on such a CPU; weights and optimizer stay fp32. ``device`` trains there ("cpu",
     "cuda"); the probes always run on the CPU. ``baseline_probes`` also probes the randomly initialised
-    tower (stats key ``random_init``), to show what training added. Writes ``clip_pretrain_stats.json``; returns
+    tower (stats key ``random_init``), to show what training added. ``isotropy_weight`` > 0 adds
+    :func:`_anisotropy` of the layer -2 patch tokens to the loss, so that they vary alike in every direction.
+    Writes ``clip_pretrain_stats.json``; returns
     ``out_dir``."""
     from transformers import CLIPImageProcessor, CLIPModel
 
@@ -443,7 +455,8 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
         pix = normalize(images[idx]).to(device)
         ids = text_ids[idx].to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            vis = model.vision_model(pixel_values=pix, output_hidden_states=head is not None)
+            vis = model.vision_model(pixel_values=pix,
+                                     output_hidden_states=head is not None or bool(isotropy_weight))
             img_emb = model.visual_projection(vis.pooler_output)
             txt = model.text_model(input_ids=ids, attention_mask=(ids != 0).long())
             txt_emb = model.text_projection(txt.pooler_output)
@@ -458,6 +471,8 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
             aux = _aux_region_loss(head, vis.hidden_states[-2][:, 1:].float(), ph.float(), targets[idx].to(device),
                                    scale, n_obj_phrases if object_loss else None)
             loss = loss + aux_weight * aux
+        if isotropy_weight:
+            loss = loss + isotropy_weight * _anisotropy(vis.hidden_states[-2][:, 1:].float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -491,7 +506,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
              "first_loss": round(losses[0], 4) if losses else None,
              "num_train_images": n_fit, "num_heldout": num_heldout, "aux_region_loss": head is not None,
              "located_phrases": head is not None and located_phrases,
-             "aux_head": aux_head if head is not None else None,
+             "aux_head": aux_head if head is not None else None, "isotropy_weight": isotropy_weight,
              "image_size": image_size, "patch_size": patch_size, "num_patches": (image_size // patch_size) ** 2,
              "lr": lr, "bf16": bf16, "num_threads": num_threads, "seed": seed, **result,
              "probe_acc": result.get("presence_acc", result["retrieval_top1"])}
@@ -538,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--aux-head", choices=AUX_HEADS, default="linear",
                    help="linear: the region loss reads the layer -2 tokens through a head (LayerNorm + Linear) that "
                         "is thrown away; none: it acts on the tokens themselves")
+    p.add_argument("--isotropy-weight", type=float, default=0.0,
+                   help="weight of a loss that makes the layer -2 tokens vary alike in every direction (0 = off)")
     p.add_argument("--baseline-probes", action="store_true", help="also probe the randomly initialised tower")
     p.add_argument("--max-seconds", type=float, default=None, help="stop training early after this many seconds")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
@@ -548,12 +565,15 @@ def main(argv: list[str] | None = None) -> int:
     if size is None:
         manifest = data / "manifest.json"
         size = json.loads(manifest.read_text())["image_size"] if manifest.exists() else 64
+    if ns.isotropy_weight < 0:
+        p.error(f"--isotropy-weight must be >= 0, got {ns.isotropy_weight}")
     if size % ns.patch_size:
         p.error(f"--patch-size {ns.patch_size} does not divide the image size {size}")
     pretrain_tiny_clip(data / "train" / "pretrain.json", data / "train", ns.out, image_size=size,
                        patch_size=ns.patch_size, steps=ns.steps, batch_size=ns.batch_size, aux_weight=ns.aux_weight,
                        lr=ns.lr, bf16=ns.bf16, baseline_probes=ns.baseline_probes, object_loss=ns.object_loss,
-                       located_phrases=ns.located_phrases, aux_head=ns.aux_head, seed=ns.seed, num_threads=ns.threads,
+                       located_phrases=ns.located_phrases, aux_head=ns.aux_head, isotropy_weight=ns.isotropy_weight,
+                       seed=ns.seed, num_threads=ns.threads,
                        max_seconds=ns.max_seconds, quiet=ns.quiet, device=ns.device)
     return 0
 

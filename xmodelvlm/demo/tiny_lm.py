@@ -9,6 +9,15 @@ Our stand-in learns the synthetic language the same way, by next-token predictio
 one document per sample, `<s> text </s>`). It never sees an image or the `v1` template; that is stage 1's and
 stage 2's job. `--steps 0` leaves it randomly initialised.
 
+`--corpus grid` adds, for every training scene, the scene laid out as the image tokens will reach the LM: a row-major
+grid of `--grid-side`² cell vectors, each the mean of the LM's own embeddings of the words for what lies in that
+cell ("small red circle", or the background's "gray striped"), followed by the scene's caption (as stage 1's `plain`
+prompt puts image then caption) and, in a second document, by its conversation: the LM meets a layout of one vector
+per place before stage 1 asks it to read image tokens laid out the same way. Still no image and no template. In 450
+steps it learns to describe such a grid (a caption is far likelier after its own grid) but not to look a place up
+for a question, and the VLMs built on it score within the spread of the default's (BENCHMARKS.md, "A warm-up that
+reads scene grids"), so the demo keeps `joined`.
+
 The directory gets `config.json` (`model_type "xmodel"`), `model.safetensors` with Llama tensor names, the
 tokenizer files, and `lm_warmup_stats.json`; it appears whole or not at all (written beside, then renamed).
 """
@@ -27,7 +36,7 @@ from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
 STATS_FILE = "lm_warmup_stats.json"
-CORPORA = ("joined", "separate")  # --corpus: see warmup_corpus
+CORPORA = ("joined", "separate", "grid")  # --corpus: see warmup_corpus and grid_documents
 BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
 
 
@@ -61,6 +70,71 @@ def warmup_corpus(data_dir: str | Path, joined: bool = True) -> list[str]:
     return [doc for doc in docs if doc]
 
 
+def scene_cells(scene: dict, side: int, image_size: int) -> list[list[str]]:
+    """What each cell of a `side` x `side` grid over the image holds, row-major (the patch tokens' order): an
+    object's size, colour and shape words where its centre lies, else the background's colour and texture."""
+    cell = image_size / side
+    cells = [[scene["bg_color"], scene["bg_texture"]] for _ in range(side * side)]
+    for obj in scene["objects"]:
+        row, col = min(side - 1, int(obj["cy"] // cell)), min(side - 1, int(obj["cx"] // cell))
+        cells[row * side + col] = [obj["size"], obj["color"], obj["shape"]]
+    return cells
+
+
+def grid_documents(data_dir: str | Path, side: int) -> list[tuple[list[list[str]], str]]:
+    """(cells, text) per training scene: its grid (`scene_cells`) before its caption, and before its conversation
+    (after a newline, as `v1` puts the question on the line after the image)."""
+    data_dir = Path(data_dir)
+    paths = {name: data_dir / "train" / name for name in ("scenes.json", "pretrain.json", "instruct.json")}
+    for path in paths.values():
+        if not path.is_file():
+            raise UserError(f"{path} not found: run `python -m xmodelvlm.demo.synthetic_data --out {data_dir}` first")
+    manifest = data_dir / "manifest.json"
+    image_size = json.loads(manifest.read_text(encoding="utf-8"))["image_size"] if manifest.is_file() else None
+    if not image_size:
+        raise UserError(f"{manifest} not found or without image_size: regenerate the data with "
+                        f"`python -m xmodelvlm.demo.synthetic_data --out {data_dir} --force`")
+    scenes = {s["image"]: s for s in json.loads(paths["scenes.json"].read_text(encoding="utf-8"))}
+    docs = []
+    for name, prefix in (("pretrain.json", ""), ("instruct.json", "\n")):
+        for sample in json.loads(paths[name].read_text(encoding="utf-8")):
+            if sample.get("image") in scenes:
+                turns = sample["conversations"]
+                if name == "pretrain.json":
+                    turns = [t for t in turns if t["from"] == "gpt"]
+                docs.append((scene_cells(scenes[sample["image"]], side, image_size), prefix + _turns_text(turns)))
+    return docs
+
+
+def encode_documents(texts: list[str], grids: list[tuple[list[list[str]], str]], sp) -> list[tuple]:
+    """Token ids per document, `<s> ... </s>`: (ids, None) for text, (ids, cell word ids) for a grid document,
+    whose cells sit right after `<s>` as placeholders (PAD ids, not predicted) filled in by `_cell_vectors`."""
+    encoded = [([BOS_ID] + ids + [EOS_ID], None) for ids in sp.encode(texts)]
+    for cells, text in grids:
+        cell_ids = [[i for word in words for i in sp.encode(word)] for words in cells]
+        encoded.append(([BOS_ID] + [PAD_ID] * len(cells) + sp.encode(text) + [EOS_ID], cell_ids))
+    return encoded
+
+
+def _cell_vectors(embed, rows: list, input_ids):
+    """Input embeddings of a batch with every grid document's placeholders replaced by its cell vectors (the mean
+    embedding of each cell's words); `rows` are the batch's (ids, cell ids) documents."""
+    import torch
+
+    inputs = embed(input_ids)
+    where = [(b, k, ids) for b, (_, cells) in enumerate(rows) if cells for k, ids in enumerate(cells)]
+    if not where:
+        return inputs
+    width = max(len(ids) for _, _, ids in where)
+    word_ids = torch.tensor([ids + [PAD_ID] * (width - len(ids)) for _, _, ids in where], device=input_ids.device)
+    present = torch.tensor([[1.0] * len(ids) + [0.0] * (width - len(ids)) for _, _, ids in where],
+                           device=input_ids.device)
+    vectors = (embed(word_ids) * present[..., None]).sum(1) / present.sum(1, keepdim=True)
+    index = (torch.tensor([b for b, _, _ in where], device=input_ids.device),
+             torch.tensor([1 + k for _, k, _ in where], device=input_ids.device))
+    return inputs.index_put(index, vectors.to(inputs.dtype))
+
+
 def build_lm(sizes: dict, seed: int):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -71,47 +145,68 @@ def build_lm(sizes: dict, seed: int):
     return LlamaForCausalLM(config)
 
 
-def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int, group_steps: int = 1):
-    """`steps` batches of (input_ids, attention_mask, labels), reshuffling each epoch (an epoch's leftover short of
-    a batch is dropped); right padding, pad = 0. `group_steps` > 1 sorts by length across that many batches'
-    documents and shuffles the resulting batches (the trainer's `--length_group_steps`): the same documents per
-    epoch, far less padding."""
+def _batch_indices(lengths: list[int], batch_size: int, steps: int, seed: int, group_steps: int = 1):
+    """`steps` batches of document indices, reshuffling each epoch (an epoch's leftover short of a batch is
+    dropped). `group_steps` > 1 sorts by length across that many batches' documents and shuffles the resulting
+    batches (the trainer's `--length_group_steps`): the same documents per epoch, far less padding."""
     import torch
 
     from xmodelvlm.train.sampler import modality_grouped_indices
 
     gen = torch.Generator().manual_seed(seed)
-    batch_size = min(batch_size, len(encoded))
-    lengths = [len(ids) for ids in encoded]  # all positive: one modality, so only the length grouping applies
+    batch_size = min(batch_size, len(lengths))
     epoch: list[list[int]] = []
     for _ in range(steps):
-        if not epoch:
+        if not epoch:  # all lengths positive: one modality, so only the length grouping applies
             order = modality_grouped_indices(lengths, batch_size, 1, gen, group_steps)
             epoch = [order[k:k + batch_size] for k in range(0, len(order) - batch_size + 1, batch_size)][::-1]
-        rows = [encoded[i] for i in epoch.pop()]  # popped from the end, hence the reversed list
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, ids in enumerate(rows):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
-        yield input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+        yield epoch.pop()  # popped from the end, hence the reversed list
+
+
+def _collate(rows: list[list[int]], num_cells: list[int] | None = None):
+    """(input_ids, attention_mask, labels), right padding with pad = 0; the first `num_cells[row]` positions after
+    `<s>` (a grid's placeholders) are not predicted."""
+    import torch
+
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        mask[row, :len(ids)] = 1
+    labels = input_ids.masked_fill(mask == 0, -100)
+    for row, n in enumerate(num_cells or []):
+        labels[row, 1:1 + n] = -100
+    return input_ids, mask, labels
+
+
+def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int, group_steps: int = 1):
+    """`steps` batches of (input_ids, attention_mask, labels) over token-id documents (`_batch_indices`)."""
+    for idx in _batch_indices([len(ids) for ids in encoded], batch_size, steps, seed, group_steps):
+        yield _collate([encoded[i] for i in idx])
 
 
 def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, seed: int,
-            log_every: int = 10, device: str = "cpu", group_steps: int = 1) -> dict:
-    """Next-token training of `model` on `docs` (AdamW, linear warmup then cosine, grad clip 1); returns stats."""
+            log_every: int = 10, device: str = "cpu", group_steps: int = 1,
+            grids: list[tuple[list[list[str]], str]] = ()) -> dict:
+    """Next-token training of `model` on `docs` and the `grids` documents (`grid_documents`) (AdamW, linear warmup
+    then cosine, grad clip 1); returns stats."""
     import torch
 
-    encoded = [[BOS_ID] + ids + [EOS_ID] for ids in sp.encode(docs)]
+    encoded = encode_documents(docs, list(grids), sp)
+    embed = model.get_input_embeddings()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * k / max(1, steps)))))
     model.to(device).train()
     losses, t0 = [], time.time()
-    for step, (input_ids, mask, labels) in enumerate(_batches(encoded, batch_size, steps, seed, group_steps)):
-        loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+    lengths = [len(ids) for ids, _ in encoded]
+    for step, idx in enumerate(_batch_indices(lengths, batch_size, steps, seed, group_steps)):
+        rows = [encoded[i] for i in idx]
+        input_ids, mask, labels = _collate([ids for ids, _ in rows], [len(cells or ()) for _, cells in rows])
+        inputs = _cell_vectors(embed, rows, input_ids.to(device))
+        loss = model(inputs_embeds=inputs, attention_mask=mask.to(device), labels=labels.to(device)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -122,7 +217,8 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
             print(f"[tiny_lm] step {step + 1}/{steps} loss {losses[-1]:.3f} {time.time() - t0:.1f}s",
                   file=sys.stderr, flush=True)
     model.to("cpu").eval()
-    return {"steps": steps, "documents": len(docs), "first_loss": round(losses[0], 4) if losses else None,
+    return {"steps": steps, "documents": len(docs), "grid_documents": len(grids),
+            "first_loss": round(losses[0], 4) if losses else None,
             "final_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4) if losses else None,
             "train_seconds": round(time.time() - t0, 2)}
 
@@ -130,8 +226,9 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
 def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, intermediate: int = 384, layers: int = 3,
                  heads: int = 4, kv_heads: int = 4, steps: int = 80, batch_size: int = 64, lr: float = 3e-3,
                  seed: int = 0, threads: int = 1, joined: bool = True, device: str = "cpu",
-                 length_group_steps: int = 1) -> dict:
-    """Build, warm up and save the LM; returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
+                 length_group_steps: int = 1, grid_side: int = 0) -> dict:
+    """Build, warm up and save the LM; returns its stats (also in `out_dir/lm_warmup_stats.json`). `grid_side` > 0
+    adds the scenes' grid documents (`grid_documents`) to the corpus."""
     import sentencepiece as spm
     import torch
 
@@ -140,6 +237,8 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
 
     if length_group_steps < 1:
         raise UserError(f"--length-group-steps must be >= 1, got {length_group_steps}")
+    if grid_side < 0:
+        raise UserError(f"grid_side must be >= 1 (or 0: no grid documents), got {grid_side}")
     if hidden % heads or heads % kv_heads:
         raise UserError(f"--hidden {hidden} must be divisible by --heads {heads}, and --heads by --kv-heads {kv_heads}")
     t0 = time.time()
@@ -149,10 +248,12 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     sizes = {"vocab_size": sp.get_piece_size(), "hidden_size": hidden, "intermediate_size": intermediate,
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
     model = build_lm(sizes, seed)
+    grids = grid_documents(data_dir, grid_side) if grid_side else []
     stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed, device=device,
-                     group_steps=length_group_steps) if steps > 0 else {"steps": 0})
+                     group_steps=length_group_steps, grids=grids) if steps > 0 else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
-                 seed=seed, threads=threads, joined=joined, length_group_steps=length_group_steps)
+                 seed=seed, threads=threads, joined=joined, length_group_steps=length_group_steps,
+                 grid_side=grid_side)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_xmodel_lm(tmp, model.state_dict(), sizes, tokenizer_dir)
@@ -180,18 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--corpus", choices=CORPORA, default="joined",
-                   help="joined: each image's caption and conversation as one document (default); separate: apart")
+                   help="joined: each image's caption and conversation as one document (default); separate: apart; "
+                        "grid: joined, plus each scene as a grid of cell vectors before its caption / conversation")
+    p.add_argument("--grid-side", type=int, default=3,
+                   help="with --corpus grid: cells per side of the grid, i.e. image tokens per side (default 3)")
     p.add_argument("--length-group-steps", type=int, default=1,
                    help="sort documents by length across this many batches' worth, then shuffle the batches: "
                         "far less padding (default 1: random batches)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
+    if a.corpus == "grid" and a.grid_side < 1:
+        p.error(f"--grid-side must be at least 1 with --corpus grid, got {a.grid_side}")
     if not Path(a.tokenizer).is_dir():
         raise UserError(f"--tokenizer {a.tokenizer}: no such directory (run xmodelvlm.demo.tiny_tokenizer first)")
     stats = make_tiny_lm(a.data, a.tokenizer, a.out, hidden=a.hidden, intermediate=a.intermediate, layers=a.layers,
                          heads=a.heads, kv_heads=a.kv_heads, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                         seed=a.seed, threads=a.threads, joined=a.corpus == "joined", device=a.device,
-                         length_group_steps=a.length_group_steps)
+                         seed=a.seed, threads=a.threads, joined=a.corpus != "separate", device=a.device,
+                         length_group_steps=a.length_group_steps, grid_side=a.grid_side if a.corpus == "grid" else 0)
     print(f"[tiny_lm] wrote {a.out}: {json.dumps(stats)}", file=sys.stderr)
     return 0
 
