@@ -312,3 +312,6 @@ def test_the_lm_warm_up_grid_matches_the_image_tokens_and_is_part_of_the_lm_step
     assert run.lm_grid_side(run.apply_overrides(run.DEFAULT, ["lm_corpus=joined"])) == 0
     assert lm_step.settings(grid)["grid_side"] == 3 and "grid_side" not in lm_step.settings(run.DEFAULT)
     assert lm_step.settings(grid) != lm_step.settings(run.apply_overrides(grid, ["clip_patch=8"]))
+    clip_step = next(step for step in run.STEPS if step.name == "clip")  # recorded only when on: old runs reused
+    assert "clip_isotropy_weight" not in clip_step.settings(run.DEFAULT)
+    assert clip_step.settings(run.apply_overrides(run.DEFAULT, ["clip_isotropy_weight=10"]))["clip_isotropy_weight"] == 10

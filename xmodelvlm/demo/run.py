@@ -116,7 +116,8 @@ class DemoSettings:
     # "grid" adds every training scene as a 3x3 grid of cell vectors (the mean embedding of the words for what lies in
     # each cell) before its caption and before its conversation, laid out as the image tokens will be
     # (`xmodelvlm.demo.tiny_lm`). Its warm-up is 1.3x faster, but over training seeds its scores are within the
-    # spread of the default's: one such LM scored better on four seeds of four, another worse on two
+    # spread of the default's: one such LM scored better on four seeds of four, another at or below it on
+    # the two seeds tried
     # (BENCHMARKS.md, "A warm-up that reads scene grids")
     lm_corpus: str = "joined"
     # the XDP projector with N = 1 (the released model's older revision): one image token per cell. The recipe's
