@@ -1,6 +1,5 @@
 """What the demo benchmark scripts share (imported by them; `python bench/X.py` puts bench/ on the path).
 
-- `object_token_index`: which patch token holds an object's centre.
 - `between_class_share`: how much of a set of tokens' variance one attribute explains.
 - `train_flags` / `stage1_flags`: `train.py` flags for the demo's stages, as `bench/demo_variant.py` runs them.
 """
@@ -10,11 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-
-def object_token_index(obj: dict, patch: int, side: int) -> int:
-    """Row-major index of the patch token that holds `obj`'s centre (a `scenes.json` object)."""
-    return int(obj["cy"] // patch) * side + int(obj["cx"] // patch)
 
 
 def between_class_share(x: np.ndarray, values: list) -> float:

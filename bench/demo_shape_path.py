@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demo_common import between_class_share, object_token_index
+from demo_common import between_class_share
+from xmodelvlm.demo.synthetic_data import cell_index
 from xmodelvlm.data.image import process_images
 from xmodelvlm.demo.tiny_clip import _softmax_probe
 from xmodelvlm.model.builder import load_pretrained_model
@@ -45,7 +46,7 @@ rows, cols, labels = [], [], {"colour": [], "shape": [], "slot": []}
 for b, scene in enumerate(scenes):
     for o in scene["objects"]:
         rows.append(b)
-        cols.append(object_token_index(o, patch, side))
+        cols.append(cell_index(o, patch, side))
         for key, value in zip(labels, (o["color"], o["shape"], o["position"])):
             labels[key].append(value)
 

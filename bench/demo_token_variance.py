@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionModel
 
-from demo_common import between_class_share, object_token_index
+from demo_common import between_class_share
+from xmodelvlm.demo.synthetic_data import cell_index
 
 torch.set_num_threads(1)
 clip_dir, data = sys.argv[1], sys.argv[2]
@@ -31,7 +32,7 @@ side = tower.config.image_size // patch
 rows, labels = [], {"colour": [], "shape": [], "slot": [], "bg colour": [], "bg texture": []}
 for b, s in enumerate(scenes):
     for o in s["objects"]:  # the token of the patch that holds the object's centre
-        rows.append(tokens[b, object_token_index(o, patch, side)].numpy())
+        rows.append(tokens[b, cell_index(o, patch, side)].numpy())
         for key, value in zip(labels, (o["color"], o["shape"], o["position"], s["bg_color"], s["bg_texture"])):
             labels[key].append(value)
 x = np.stack(rows)

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from xmodelvlm.demo.tiny_lm import (PAD_ID, _batches, _cell_vectors, _collate, build_lm, encode_documents,
+from xmodelvlm.demo.tiny_lm import (PAD_ID, _batch_indices, _cell_vectors, _collate, build_lm, encode_documents,
                                     grid_documents, scene_cells, warm_up, warmup_corpus)
 from xmodelvlm.errors import UserError
 
@@ -20,7 +20,9 @@ def docs(n=120, seed=0):
 def epoch_rows(encoded, batch_size, group_steps):
     """One epoch of batches (120 docs / batch 8 = 15 steps), each row's length recovered from its mask."""
     out = []
-    for input_ids, mask, labels in _batches(encoded, batch_size, len(encoded) // batch_size, 0, group_steps):
+    lengths = [len(d) for d in encoded]
+    for idx in _batch_indices(lengths, batch_size, len(encoded) // batch_size, 0, group_steps):
+        input_ids, mask, labels = _collate([encoded[i] for i in idx])
         assert input_ids.shape == mask.shape == labels.shape and len(input_ids) == batch_size
         assert (labels[mask == 0] == -100).all() and (input_ids[mask == 0] == PAD_ID).all()
         out.append(mask.sum(1).tolist())

@@ -363,7 +363,7 @@ def step_lm(ctx: Context) -> str:
                    "--steps", s.lm_warmup_steps, "--batch-size", s.lm_warmup_batch, "--lr", s.lm_warmup_lr,
                    "--seed", s.seed, "--threads", ctx.step_threads, "--corpus", s.lm_corpus, "--device", ctx.device,
                    "--length-group-steps", s.length_group_steps,
-                   *(["--grid-side", lm_grid_side(s)] if s.lm_corpus == "grid" else [])])
+                   *(["--grid-side", lm_grid_side(s)] if lm_grid_side(s) else [])])
     st = json.loads((ctx.lm / STATS_FILE).read_text())
     grids = f" (with {st['grid_documents']:,} scene-grid documents)" if st.get("grid_documents") else ""
     warm = f"text warm-up {st['steps']} steps{grids}, loss {st['first_loss']:.2f} → {st['final_loss']:.2f}" \

@@ -127,6 +127,18 @@ class Scene:
         return d
 
 
+def cell_index(obj: dict, cell: float, side: int) -> int:
+    """Row-major index of the cell of a `side` x `side` grid of `cell`-pixel cells that holds `obj`'s centre (a
+    `scenes.json` object); with the tower's patch size as `cell`, the patch token that sees the object."""
+    return min(side - 1, int(obj["cy"] // cell)) * side + min(side - 1, int(obj["cx"] // cell))
+
+
+def manifest_image_size(data_dir: str | Path) -> int | None:
+    """The image size a dataset directory was generated at (its `manifest.json`), or None without a manifest."""
+    manifest = Path(data_dir) / "manifest.json"
+    return json.loads(manifest.read_text(encoding="utf-8"))["image_size"] if manifest.is_file() else None
+
+
 def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 

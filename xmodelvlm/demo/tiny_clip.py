@@ -561,10 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     ns = p.parse_args(argv)
     data = Path(ns.data)
-    size = ns.image_size
-    if size is None:
-        manifest = data / "manifest.json"
-        size = json.loads(manifest.read_text())["image_size"] if manifest.exists() else 64
+    from xmodelvlm.demo.synthetic_data import manifest_image_size
+
+    size = ns.image_size if ns.image_size is not None else (manifest_image_size(data) or 64)
     if ns.isotropy_weight < 0:
         p.error(f"--isotropy-weight must be >= 0, got {ns.isotropy_weight}")
     if size % ns.patch_size:

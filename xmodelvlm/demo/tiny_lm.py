@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from xmodelvlm.constants import DEFAULT_IMAGE_TOKEN
-from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
+from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX, cell_index, manifest_image_size
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
@@ -45,19 +45,21 @@ def _turns_text(turns: list[dict]) -> str:
                      for t in turns).strip()
 
 
+def _training_json(data_dir: str | Path, name: str) -> list:
+    """`DATA_DIR/train/<name>` of a synthetic dataset, read; a clear error when it is not there."""
+    path = Path(data_dir) / "train" / name
+    if not path.is_file():
+        raise UserError(f"{path} not found: run `python -m xmodelvlm.demo.synthetic_data --out {data_dir}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def warmup_corpus(data_dir: str | Path, joined: bool = True) -> list[str]:
     """The warm-up documents, `<image>` removed. `joined` (default): one document per training image, its caption
     followed by its conversation, so the LM learns to answer questions about a description earlier in its context
     (reading comprehension, which a real pre-trained LM brings to stage 1); plus the text-only conversations.
     Otherwise captions and conversations are separate documents. Boilerplate is left out: a caption's
     instruction (one of a few fixed prompts) and the short-answer instruction after questions."""
-    data_dir = Path(data_dir)
-    samples = {}
-    for name in ("pretrain.json", "instruct.json"):
-        path = data_dir / "train" / name
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `python -m xmodelvlm.demo.synthetic_data --out {data_dir}` first")
-        samples[name] = json.loads(path.read_text(encoding="utf-8"))
+    samples = {name: _training_json(data_dir, name) for name in ("pretrain.json", "instruct.json")}
     captions = {s.get("image"): _turns_text([t for t in s["conversations"] if t["from"] == "gpt"])
                 for s in samples["pretrain.json"]}
     docs = []
@@ -73,31 +75,24 @@ def warmup_corpus(data_dir: str | Path, joined: bool = True) -> list[str]:
 def scene_cells(scene: dict, side: int, image_size: int) -> list[list[str]]:
     """What each cell of a `side` x `side` grid over the image holds, row-major (the patch tokens' order): an
     object's size, colour and shape words where its centre lies, else the background's colour and texture."""
-    cell = image_size / side
     cells = [[scene["bg_color"], scene["bg_texture"]] for _ in range(side * side)]
     for obj in scene["objects"]:
-        row, col = min(side - 1, int(obj["cy"] // cell)), min(side - 1, int(obj["cx"] // cell))
-        cells[row * side + col] = [obj["size"], obj["color"], obj["shape"]]
+        cells[cell_index(obj, image_size / side, side)] = [obj["size"], obj["color"], obj["shape"]]
     return cells
 
 
 def grid_documents(data_dir: str | Path, side: int) -> list[tuple[list[list[str]], str]]:
     """(cells, text) per training scene: its grid (`scene_cells`) before its caption, and before its conversation
     (after a newline, as `v1` puts the question on the line after the image)."""
-    data_dir = Path(data_dir)
-    paths = {name: data_dir / "train" / name for name in ("scenes.json", "pretrain.json", "instruct.json")}
-    for path in paths.values():
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `python -m xmodelvlm.demo.synthetic_data --out {data_dir}` first")
-    manifest = data_dir / "manifest.json"
-    image_size = json.loads(manifest.read_text(encoding="utf-8"))["image_size"] if manifest.is_file() else None
+    samples = {name: _training_json(data_dir, name) for name in ("scenes.json", "pretrain.json", "instruct.json")}
+    image_size = manifest_image_size(data_dir)
     if not image_size:
-        raise UserError(f"{manifest} not found or without image_size: regenerate the data with "
+        raise UserError(f"{Path(data_dir) / 'manifest.json'} not found: regenerate the data with "
                         f"`python -m xmodelvlm.demo.synthetic_data --out {data_dir} --force`")
-    scenes = {s["image"]: s for s in json.loads(paths["scenes.json"].read_text(encoding="utf-8"))}
+    scenes = {s["image"]: s for s in samples["scenes.json"]}
     docs = []
     for name, prefix in (("pretrain.json", ""), ("instruct.json", "\n")):
-        for sample in json.loads(paths[name].read_text(encoding="utf-8")):
+        for sample in samples[name]:
             if sample.get("image") in scenes:
                 turns = sample["conversations"]
                 if name == "pretrain.json":
@@ -180,12 +175,6 @@ def _collate(rows: list[list[int]], num_cells: list[int] | None = None):
     return input_ids, mask, labels
 
 
-def _batches(encoded: list[list[int]], batch_size: int, steps: int, seed: int, group_steps: int = 1):
-    """`steps` batches of (input_ids, attention_mask, labels) over token-id documents (`_batch_indices`)."""
-    for idx in _batch_indices([len(ids) for ids in encoded], batch_size, steps, seed, group_steps):
-        yield _collate([encoded[i] for i in idx])
-
-
 def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, seed: int,
             log_every: int = 10, device: str = "cpu", group_steps: int = 1,
             grids: list[tuple[list[list[str]], str]] = ()) -> dict:
@@ -225,10 +214,10 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
 
 def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, intermediate: int = 384, layers: int = 3,
                  heads: int = 4, kv_heads: int = 4, steps: int = 80, batch_size: int = 64, lr: float = 3e-3,
-                 seed: int = 0, threads: int = 1, joined: bool = True, device: str = "cpu",
-                 length_group_steps: int = 1, grid_side: int = 0) -> dict:
-    """Build, warm up and save the LM; returns its stats (also in `out_dir/lm_warmup_stats.json`). `grid_side` > 0
-    adds the scenes' grid documents (`grid_documents`) to the corpus."""
+                 seed: int = 0, threads: int = 1, corpus: str = "joined", device: str = "cpu",
+                 length_group_steps: int = 1, grid_side: int = 3) -> dict:
+    """Build, warm up and save the LM on `corpus` (one of CORPORA; "grid" with `grid_side`² cells per grid, see
+    `grid_documents`); returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
     import sentencepiece as spm
     import torch
 
@@ -237,8 +226,10 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
 
     if length_group_steps < 1:
         raise UserError(f"--length-group-steps must be >= 1, got {length_group_steps}")
-    if grid_side < 0:
-        raise UserError(f"grid_side must be >= 1 (or 0: no grid documents), got {grid_side}")
+    if corpus not in CORPORA:
+        raise UserError(f"corpus must be one of {', '.join(CORPORA)}, got {corpus!r}")
+    if corpus == "grid" and grid_side < 1:
+        raise UserError(f"grid_side must be at least 1 with the grid corpus, got {grid_side}")
     if hidden % heads or heads % kv_heads:
         raise UserError(f"--hidden {hidden} must be divisible by --heads {heads}, and --heads by --kv-heads {kv_heads}")
     t0 = time.time()
@@ -248,12 +239,13 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     sizes = {"vocab_size": sp.get_piece_size(), "hidden_size": hidden, "intermediate_size": intermediate,
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
     model = build_lm(sizes, seed)
-    grids = grid_documents(data_dir, grid_side) if grid_side else []
-    stats = (warm_up(model, warmup_corpus(data_dir, joined), sp, steps, batch_size, lr, seed, device=device,
-                     group_steps=length_group_steps, grids=grids) if steps > 0 else {"steps": 0})
+    grids = grid_documents(data_dir, grid_side) if corpus == "grid" else []
+    docs = warmup_corpus(data_dir, joined=corpus != "separate")
+    stats = (warm_up(model, docs, sp, steps, batch_size, lr, seed, device=device, group_steps=length_group_steps,
+                     grids=grids) if steps > 0 else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
-                 seed=seed, threads=threads, joined=joined, length_group_steps=length_group_steps,
-                 grid_side=grid_side)
+                 seed=seed, threads=threads, corpus=corpus, length_group_steps=length_group_steps,
+                 grid_side=grid_side if corpus == "grid" else 0)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_xmodel_lm(tmp, model.state_dict(), sizes, tokenizer_dir)
@@ -296,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--tokenizer {a.tokenizer}: no such directory (run xmodelvlm.demo.tiny_tokenizer first)")
     stats = make_tiny_lm(a.data, a.tokenizer, a.out, hidden=a.hidden, intermediate=a.intermediate, layers=a.layers,
                          heads=a.heads, kv_heads=a.kv_heads, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
-                         seed=a.seed, threads=a.threads, joined=a.corpus != "separate", device=a.device,
-                         length_group_steps=a.length_group_steps, grid_side=a.grid_side if a.corpus == "grid" else 0)
+                         seed=a.seed, threads=a.threads, corpus=a.corpus, device=a.device,
+                         length_group_steps=a.length_group_steps, grid_side=a.grid_side)
     print(f"[tiny_lm] wrote {a.out}: {json.dumps(stats)}", file=sys.stderr)
     return 0
 
