@@ -8,7 +8,8 @@ CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env 
 (`xmodelvlm.train.train.main`, the flags of scripts/pretrain.sh / finetune.sh with the demo's overrides, no
 checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default the `train_seed` setting (42, the Trainer's own);
 env VISION_LAYER=... their `--mm_vision_select_layer`, default -2; env WEIGHT_DECAY=... their `--weight_decay`,
-default 0; env LM_GROUP_STEPS=... the LM warm-up's own `--length-group-steps`, default the demo's), then POPE / GQA / MME on
+default 0; env STAGE2_SCHEDULER=... stage 2's `--lr_scheduler_type`, default the recipe's cosine
+(STAGE2_SCHEDULER_KWARGS='{"power": 2}' its `--lr_scheduler_kwargs`); env LM_GROUP_STEPS=... the LM warm-up's own `--length-group-steps`, default the demo's), then POPE / GQA / MME on
 stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
@@ -46,7 +47,9 @@ lap("stage1")
 train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),
            "--pretrain_mm_mlp_adapter", str(run / "s1" / "mm_projector.bin"), "--group_by_modality_length", "True",
            "--output_dir", str(run / "s2"), "--num_train_epochs", str(s.stage2_epochs),
-           "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr)])
+           "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr)]
+           + (["--lr_scheduler_type", os.environ["STAGE2_SCHEDULER"]] if os.environ.get("STAGE2_SCHEDULER") else [])
+           + (["--lr_scheduler_kwargs", os.environ["STAGE2_SCHEDULER_KWARGS"]] if os.environ.get("STAGE2_SCHEDULER_KWARGS") else []))
 lap("stage2")
 from xmodelvlm.eval import answer
 from xmodelvlm.eval.benchmarks import get_benchmark
