@@ -3,12 +3,12 @@
     python bench/demo_more_turns.py SRC_DATA DST_DATA LO HI
 
 DST_DATA links to SRC_DATA's images, captions, scenes and evaluation sets, and gets its own `train/instruct.json`:
-every short-answer (VQA) conversation of SRC's is redrawn with LO to HI turns (uniform) from the training mix, as
-the generator draws them (distinct families within a conversation, the image before the first question 90 % of
-the time, the answer in the short form); the free-form conversations and the text-only samples stay as they are.
-Which conversations are short-answer follows the generator's own draw for that image, replayed with another random
-stream, so about the generator's share of them (`VQA_SHARE`) are redrawn. Use it as BASE/data<N>px<size> for
-`bench/demo_variant.py`, beside the tokenizer of SRC's run.
+for each image, a draw of its own (the generator's share, `VQA_SHARE`, of them) replaces the image's conversation by
+a short-answer one of LO to HI turns (uniform) from the training mix, drawn as the generator draws them (distinct
+families within a conversation, the image before the first question 90 % of the time, the answer in the short
+form); the other images keep the generator's conversation (free-form, or short-answer of 1-4 turns), and the
+text-only samples stay as they are. Use it as BASE/data<N>px<size> for `bench/demo_variant.py`, beside the tokenizer
+of SRC's run.
 """
 import json
 import os

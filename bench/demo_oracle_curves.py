@@ -1,7 +1,8 @@
 """How fast does the demo's LM learn the question families from *perfect* image tokens? Learning curves (not a test).
 
-    python bench/demo_oracle_curves.py OUT.json --lm LM_DIR|scratch --data DATA_DIR [--turns file|LO-HI] [--steps N]
-        [--lr X] [--batch B] [--schedule cosine|const] [--place 0|1] [--fresh 0|1] [--seed S] [--device cpu|cuda]
+    python bench/demo_oracle_curves.py OUT.json --lm LM_DIR|scratch [--shape-of LM_DIR] --data DATA_DIR
+        [--turns file|LO-HI] [--families F1,F2] [--fresh 0|1] [--place 0|1] [--steps N] [--batch B] [--lr X]
+        [--schedule cosine|const] [--eval-every K] [--seed S] [--device cpu|cuda]
 
 Stage 2 without the eyes, as `bench/demo_oracle_tokens.py` sets it up: each of the 9 image tokens is a sum of
 trainable embeddings of its 3x3 cell's ground truth (`train/scenes.json`: background colour and pattern, the cell's
@@ -9,7 +10,8 @@ place unless --place 0, and for an object its colour, shape and size), trained w
 randomly initialised with "scratch", the demo LM's shape) on v1 conversations of images 0-3599 and the text-only
 samples, batch B, AdamW, warm-up 3 % then cosine (or constant). `--turns file` trains on `train/instruct.json`;
 `--turns LO-HI` on short-answer conversations of LO to HI turns drawn from the training mix for each image (new ones
-every epoch with --fresh 1). Every --eval-every steps: one single-turn question per GQA-mix family on each held-out
+every epoch with --fresh 1; with --families only those families, one repeating once all have been asked). Every
+--eval-every steps: one single-turn question per GQA-mix family on each held-out
 image (3600-3999), scored by its first answer token (teacher-forced); one JSON line per evaluation, all of them in
 OUT.json. Tokens counted are the real (unpadded) ones, so rows with different conversation lengths compare by cost.
 """
@@ -30,6 +32,7 @@ p.add_argument("--shape-of", help="with --lm scratch: the LM directory whose con
 p.add_argument("--data", required=True, help="the demo's data directory (train/scenes.json, train/instruct.json)")
 p.add_argument("--turns", default="file", help='"file" (train/instruct.json) or LO-HI short-answer turns per image')
 p.add_argument("--fresh", type=int, default=0, help="with --turns LO-HI: 1 = new conversations every epoch")
+p.add_argument("--families", help="with --turns LO-HI: train on these question families only (comma-separated)")
 p.add_argument("--place", type=int, default=1, help="1 = each token includes an embedding of its cell")
 p.add_argument("--steps", type=int, default=1580)
 p.add_argument("--batch", type=int, default=16)
@@ -41,6 +44,9 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 a = p.parse_args()
+if a.families and (set(a.families.split(",")) - set(sd.TRAIN_FAMILY_WEIGHTS) or a.turns == "file"):
+    p.error(f"--families takes names of {sorted(sd.TRAIN_FAMILY_WEIGHTS)}, with --turns LO-HI")
+MIX = {f: sd.TRAIN_FAMILY_WEIGHTS[f] for f in a.families.split(",")} if a.families else sd.TRAIN_FAMILY_WEIGHTS
 if a.lm == "scratch" and not a.shape_of:
     p.error("--lm scratch needs --shape-of LM_DIR (its config and tokenizer)")
 torch.set_num_threads(a.threads); torch.manual_seed(a.seed); random.seed(a.seed)
@@ -89,7 +95,7 @@ def scene_obj(js):
 def vqa_conv(scene, rng, lo, hi):
     n = int(rng.integers(lo, hi + 1)); used = set(); conv = []
     for k in range(n):
-        fam, qa = sd.sample_qa(scene, rng, sd.TRAIN_FAMILY_WEIGHTS, sd.DEFAULT_POPULARITY, exclude=used); used.add(fam)
+        fam, qa = sd.sample_qa(scene, rng, MIX, sd.DEFAULT_POPULARITY, exclude=used); used.add(fam)
         q = qa.question + sd.SHORT_ANSWER_SUFFIX
         if k == 0: q = f"{DEFAULT_IMAGE_TOKEN}\n{q}"
         conv += [{"from": "human", "value": q}, {"from": "gpt", "value": sd._cap(qa.short)}]
