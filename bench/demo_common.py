@@ -2,6 +2,7 @@
 
 - `between_class_share`: how much of a set of tokens' variance one attribute explains.
 - `train_flags` / `stage1_flags`: `train.py` flags for the demo's stages, as `bench/demo_variant.py` runs them.
+- `short_answer_turns`: a short-answer conversation of a chosen length about a scene.
 """
 from __future__ import annotations
 
@@ -42,3 +43,19 @@ def stage1_flags(data: Path, output_dir: Path, settings) -> list[str]:
             "--output_dir", str(output_dir), "--num_train_epochs", str(settings.stage1_epochs),
             "--per_device_train_batch_size", str(settings.stage1_batch), "--learning_rate", str(settings.stage1_lr),
             "--mm_projector_lr", str(settings.stage1_lr)]
+
+
+def short_answer_turns(scene, rng: np.random.Generator, lo: int, hi: int, mix: dict[str, float],
+                       image_after_prob: float = 0.1) -> list[dict]:
+    """LO-HI (uniform) short-answer turns about `scene` drawn as the generator draws them: families from `mix`,
+    distinct within the conversation until all have been asked, the short-answer suffix, the answer's short form;
+    the image goes after the first question with `image_after_prob`, else before it."""
+    from xmodelvlm.demo import synthetic_data as sd
+
+    used, turns = set(), []
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        fam, qa = sd.sample_qa(scene, rng, mix, sd.DEFAULT_POPULARITY, exclude=used)
+        used.add(fam)
+        turns.append([qa.question + sd.SHORT_ANSWER_SUFFIX, sd._cap(qa.short)])
+    turns[0][0] = sd._image_turn(turns[0][0], rng, after_prob=image_after_prob)
+    return [{"from": who, "value": text} for q, a in turns for who, text in (("human", q), ("gpt", a))]

@@ -46,7 +46,7 @@ rng = np.random.default_rng(0)
 
 
 def ask(scene_json: dict) -> sd.QA:
-    scene = sd.Scene([sd.Obj(**o) for o in scene_json["objects"]], scene_json["bg_color"], scene_json["bg_texture"])
+    scene = sd.Scene.from_json(scene_json)
     return sd.FAMILIES[a.family][0](scene, rng, popularity=sd.DEFAULT_POPULARITY)
 
 

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from demo_common import short_answer_turns
 from xmodelvlm.demo import synthetic_data as sd
 
 src, dst, lo, hi = Path(sys.argv[1]).resolve(), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -28,13 +29,7 @@ def short_answer_conversation(scene, rng):
     """LO-HI short-answer turns about `scene`, or None where the draw makes this image's conversation free-form."""
     if float(rng.random()) >= sd.VQA_SHARE:
         return None
-    used, turns = set(), []
-    for _ in range(int(rng.integers(lo, hi + 1))):
-        fam, qa = sd.sample_qa(scene, rng, sd.TRAIN_FAMILY_WEIGHTS, sd.DEFAULT_POPULARITY, exclude=used)
-        used.add(fam)
-        turns.append([qa.question + sd.SHORT_ANSWER_SUFFIX, sd._cap(qa.short)])
-    turns[0][0] = sd._image_turn(turns[0][0], rng, after_prob=0.1)
-    return [{"from": who, "value": text} for q, a in turns for who, text in (("human", q), ("gpt", a))]
+    return short_answer_turns(scene, rng, lo, hi, sd.TRAIN_FAMILY_WEIGHTS)
 
 
 scenes = {s["image"]: s for s in json.loads((src / "train" / "scenes.json").read_text())}
@@ -43,10 +38,7 @@ redrawn = 0
 for sample in data:
     if "image" not in sample:
         continue
-    js = scenes[sample["image"]]
-    scene = sd.Scene(bg_color=js["bg_color"], bg_texture=js["bg_texture"],
-                     objects=[sd.Obj(**{k: o[k] for k in sd.Obj.__dataclass_fields__}) for o in js["objects"]])
-    conv = short_answer_conversation(scene, sd._rng(0, 77, int(Path(sample["image"]).stem)))
+    conv = short_answer_conversation(sd.Scene.from_json(scenes[sample["image"]]), sd._rng(0, 77, int(Path(sample["image"]).stem)))
     if conv is not None:
         sample["conversations"] = conv
         redrawn += 1

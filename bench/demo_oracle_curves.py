@@ -15,7 +15,7 @@ every epoch with --fresh 1; with --families only those families, one repeating o
 image (3600-3999), scored by its first answer token (teacher-forced); one JSON line per evaluation, all of them in
 OUT.json. Tokens counted are the real (unpadded) ones, so rows with different conversation lengths compare by cost.
 """
-import argparse, json, math, random, time, sys
+import argparse, json, math, random, time
 from collections import defaultdict
 import numpy as np, torch, torch.nn as nn
 from safetensors.torch import load_file
@@ -24,6 +24,8 @@ from xmodelvlm.constants import IMAGE_TOKEN_INDEX, IGNORE_INDEX, DEFAULT_IMAGE_T
 from xmodelvlm.data.masking import ConversationEncoder
 from xmodelvlm.demo import synthetic_data as sd
 from xmodelvlm.demo.tiny_lm import build_lm
+
+from demo_common import short_answer_turns
 
 p = argparse.ArgumentParser(description="learning curves of the demo LM on perfect image tokens")
 p.add_argument("out", help="JSON file for the arguments and the curve")
@@ -87,21 +89,6 @@ class Oracle(nn.Module):
 orc = Oracle().to(dev)
 
 
-def scene_obj(js):
-    return sd.Scene(bg_color=js["bg_color"], bg_texture=js["bg_texture"],
-                    objects=[sd.Obj(**{k: o[k] for k in sd.Obj.__dataclass_fields__}) for o in js["objects"]])
-
-
-def vqa_conv(scene, rng, lo, hi):
-    n = int(rng.integers(lo, hi + 1)); used = set(); conv = []
-    for k in range(n):
-        fam, qa = sd.sample_qa(scene, rng, MIX, sd.DEFAULT_POPULARITY, exclude=used); used.add(fam)
-        q = qa.question + sd.SHORT_ANSWER_SUFFIX
-        if k == 0: q = f"{DEFAULT_IMAGE_TOKEN}\n{q}"
-        conv += [{"from": "human", "value": q}, {"from": "gpt", "value": sd._cap(qa.short)}]
-    return conv
-
-
 def encode(conv):
     e = enc([("human" if t["from"] == "human" else "gpt", t["value"]) for t in conv]); return e.input_ids, e.labels
 
@@ -128,7 +115,8 @@ def _make_epoch(ep):
     out = []
     for i, img in enumerate(train_imgs):
         rng = np.random.default_rng([a.seed, ep if a.fresh else 0, i])
-        out.append((encode(vqa_conv(scene_obj(scenes[img]), rng, lo, hi)), img))
+        conv = short_answer_turns(sd.Scene.from_json(scenes[img]), rng, lo, hi, MIX, image_after_prob=0.0)
+        out.append((encode(conv), img))
     out += [(encode(r["conversations"]), None) for r in text_recs]
     return out
 
@@ -153,7 +141,7 @@ def build(batch):
 # held-out eval: one single-turn question per GQA family per image (images 3600-3999)
 held = []
 for img in [s["image"] for s in scene_list if int(s["image"].split("/")[-1][:6]) >= 3600]:
-    sc = scene_obj(scenes[img])
+    sc = sd.Scene.from_json(scenes[img])
     for f_index, fam in enumerate(sd.GQA_FAMILY_WEIGHTS):
         fn, ok, _ = sd.FAMILIES[fam]
         if not ok(sc): continue

@@ -69,6 +69,14 @@ def test_cli(tmp_path):
     assert all((tmp_path / "c" / p).exists() for p in manifest["files"].values())
 
 
+def test_scene_from_json_inverts_scenes_json(data):
+    entries = json.loads((Path(data) / "train" / "scenes.json").read_text())
+    for entry in entries:
+        scene = sd.Scene.from_json(entry)
+        assert {**scene.to_json(), "image": entry["image"]} == entry
+    assert any(len(sd.Scene.from_json(e).objects) > 1 for e in entries)
+
+
 def test_pretrain_json_is_llava_558k_style(data):
     samples = json.loads((data / "train/pretrain.json").read_text())
     assert len(samples) == SMALL["num_train"]

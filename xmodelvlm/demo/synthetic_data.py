@@ -119,6 +119,12 @@ class Scene:
     def pairs(self) -> set[tuple[str, str]]:
         return {(o.color, o.shape) for o in self.objects}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Scene":
+        """The inverse of `to_json`: a `scenes.json` entry (its "image" key is ignored)."""
+        return cls([Obj(**o) for o in d["objects"]], d["bg_color"], d["bg_texture"],
+                   d.get("stripe_dir", "horizontal"), d.get("noise_seed", 0))
+
     def to_json(self) -> dict:
         d = asdict(self)
         for o in d["objects"]:

@@ -126,7 +126,7 @@ def patch_targets(scenes: list[dict], image_size: int, patch_size: int, meta: di
     """Soft labels N x P x C over the phrase list of :func:`_phrases` (``located`` alike): for each patch, the
     fraction of its pixels covered by each object ("a red circle [on the left]"), the rest going to the image's
     background phrase."""
-    from xmodelvlm.demo.synthetic_data import Obj, Scene, render_mask  # same geometry as the images
+    from xmodelvlm.demo.synthetic_data import Scene, render_mask  # same geometry as the images
 
     colors, shapes = meta["colors"], meta["shapes"]
     places = meta["positions"] if located else [None]
@@ -137,7 +137,7 @@ def patch_targets(scenes: list[dict], image_size: int, patch_size: int, meta: di
     n_cls = n_obj + len(bg_index)
     out = torch.zeros(len(scenes), g * g, n_cls)
     for k, sc in enumerate(scenes):
-        scene = Scene([Obj(**o) for o in sc["objects"]], sc["bg_color"], sc["bg_texture"])
+        scene = Scene.from_json(sc)
         mask = render_mask(scene, image_size)  # H x W, 0 = background, j+1 = object j
         cover = np.zeros((g * g, len(scene.objects) + 1), dtype=np.float32)
         m = mask.reshape(g, patch_size, g, patch_size).transpose(0, 2, 1, 3).reshape(g * g, -1)
