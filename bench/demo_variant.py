@@ -9,7 +9,8 @@ CLIP_DIR=... reuses a trained one instead), the LM warm-up (`make_tiny_lm`; env 
 checkpoints; env TRAIN_SEED=... sets both stages' `--seed`, default the `train_seed` setting (42, the Trainer's own);
 env VISION_LAYER=... their `--mm_vision_select_layer`, default -2; env WEIGHT_DECAY=... their `--weight_decay`,
 default 0; env STAGE2_SCHEDULER=... stage 2's `--lr_scheduler_type`, default the recipe's cosine
-(STAGE2_SCHEDULER_KWARGS='{"power": 2}' its `--lr_scheduler_kwargs`); env LM_GROUP_STEPS=... the LM warm-up's own `--length-group-steps`, default the demo's), then POPE / GQA / MME on
+(STAGE2_SCHEDULER_KWARGS='{"power": 2}' its `--lr_scheduler_kwargs`); env LM_GROUP_STEPS=... the LM warm-up's own `--length-group-steps`, default the demo's; env STAGE2_FROM=... a
+VLM checkpoint that stage 2 continues instead of stage 1's output, stage 1 skipped), then POPE / GQA / MME on
 stage 2 with the real answering engine and scorers. Skips the shell scripts,
 the stage-1 evals and the per-step Python start-up of `scripts/demo.sh`, so a variant costs its compute only.
 Appends one JSON line to OUT/results.jsonl: scores, GQA accuracy per question type, tower probes, step times.
@@ -42,10 +43,14 @@ lap("lm")
 from xmodelvlm.train.train import main as train_main
 from demo_common import stage1_flags, train_flags
 common = train_flags(lm, clip, s, device)
-train_main(common + stage1_flags(data, run / "s1", s))
+stage2_from = os.environ.get("STAGE2_FROM")  # a VLM checkpoint stage 2 continues (stage 1 skipped)
+if not stage2_from:
+    train_main(common + stage1_flags(data, run / "s1", s))
 lap("stage1")
+start = (["--model_name_or_path", stage2_from] if stage2_from
+         else ["--pretrain_mm_mlp_adapter", str(run / "s1" / "mm_projector.bin")])
 train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),
-           "--pretrain_mm_mlp_adapter", str(run / "s1" / "mm_projector.bin"), "--group_by_modality_length", "True",
+           *start, "--group_by_modality_length", "True",
            "--output_dir", str(run / "s2"), "--num_train_epochs", str(s.stage2_epochs),
            "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr)]
            + (["--lr_scheduler_type", os.environ["STAGE2_SCHEDULER"]] if os.environ.get("STAGE2_SCHEDULER") else [])

@@ -173,6 +173,23 @@ def test_mismatch_with_tokenizer_image_token_is_loud(tokenizer, monkeypatch):
         span("USER: hi ASSISTANT: hello</s>")
 
 
+def test_reference_check_covers_the_first_prompts_then_a_sample(tokenizer, monkeypatch):
+    checked = []
+    reference = masking.tokenizer_image_token
+    monkeypatch.setattr(masking, "tokenizer_image_token",
+                        lambda prompt, tok: checked.append(prompt) or reference(prompt, tok))
+    span = SpanTokenizer(tokenizer, check_first=3, check_every=4)
+    prompts = [f"USER: question {k} ASSISTANT: answer {k}</s>" for k in range(12)]
+    for prompt in prompts:
+        span(prompt)
+    assert checked == [prompts[k] for k in (0, 1, 2, 3, 7, 11)]  # calls 1-3, then calls 4, 8, 12
+    monkeypatch.setattr(masking, "tokenizer_image_token", lambda prompt, tok: [1, 2, 3])
+    for _ in range(3):  # calls 13-15 are not checked; call 16 is, and the mismatch is loud
+        span(prompts[0])
+    with pytest.raises(RuntimeError, match="differs from tokenizer_image_token"):
+        span(prompts[0])
+
+
 def test_token_straddling_a_reply_boundary_is_loud():
     with pytest.raises(RuntimeError, match="straddles"):
         labels_from_regions([5, 6], [(0, 4), (4, 9)], [(6, 12)], "x" * 12)
