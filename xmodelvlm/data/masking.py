@@ -3,7 +3,8 @@
 Why this shape: the seed tokenized the prompt and each instruction separately and masked "instruction length − 2"
 tokens, which left the ":" after ASSISTANT supervised and silently zeroed whole samples on "tokenization mismatch".
 Here the conversation is rendered with the same `conv_templates` code inference uses, tokenized by the same rule as
-`tokenizer_image_token` (so the prompt tokens are by construction the ones inference feeds — and we assert it), and
+`tokenizer_image_token` (so the prompt tokens are by construction the ones inference feeds — and we assert it on
+the first prompts and a sample after them, see `SpanTokenizer`), and
 each token is labelled by *where its text sits* in the rendered string:
 
 * For assistant turn k, `open_k` = the turns before k plus an open assistant turn (exactly the inference prompt,
