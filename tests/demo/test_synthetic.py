@@ -241,6 +241,33 @@ def test_tokenizer_matches_xmodel_conventions(tokenizer_dir, data, tmp_path):
     assert (again / "tokenizer.model").read_bytes() == (tokenizer_dir / "tokenizer.model").read_bytes()
 
 
+def test_prompt_pieces_make_the_prompt_boilerplate_one_piece_each(tokenizer_dir, data, tmp_path):
+    from xmodelvlm import IGNORE_INDEX, load_tokenizer, tokenizer_image_token
+    from xmodelvlm.data.conversation import SYSTEM_V1
+    from xmodelvlm.data.masking import ConversationEncoder
+
+    with_pieces = load_tokenizer(tt.train_tokenizer(tt.dataset_texts(data), tmp_path / "p", prompt_pieces=True))
+    plain = load_tokenizer(tokenizer_dir)
+    turns = [("human", "<image>\nWhat shape is the red object?" + SQ), ("gpt", "Circle"),
+             ("human", "Is it large?" + SQ), ("gpt", "Yes")]
+    encoded = ConversationEncoder(with_pieces, "v1")(turns)
+    assert encoded.input_ids == tokenizer_image_token(encoded.prompt, with_pieces)  # masking agrees with inference
+    toks = [with_pieces.convert_ids_to_tokens(i) for i in encoded.input_ids if i >= 0]
+    assert toks[1] == (" " + SYSTEM_V1).replace(" ", "\u2581")
+    assert toks.count(SQ.strip().replace(" ", "\u2581")) == 2
+    assert [with_pieces.convert_ids_to_tokens(i) for i in encoded.labels if i != IGNORE_INDEX] == \
+        ["\u2581Circle", "</s>", "\u2581Yes", "</s>"]
+    assert with_pieces.sp_model.decode(with_pieces.sp_model.encode(encoded.prompt)) == encoded.prompt
+    # the rest of the text is split as before: only the boilerplate got shorter (29 + 2 x 10 pieces -> 3)
+    shorter = len(tokenizer_image_token(encoded.prompt, plain)) - len(encoded.input_ids)
+    assert shorter == len(plain.sp_model.encode(SYSTEM_V1)) - 1 + 2 * (len(plain.sp_model.encode(SQ.strip())) - 1)
+    assert shorter >= 40
+    # an eval prompt (MME's suffix is not a piece) and a caption are unaffected
+    for text in ["Is there a red circle? Please answer yes or no.", "a red circle on the left"]:
+        assert with_pieces.convert_ids_to_tokens(with_pieces(text).input_ids) == \
+            plain.convert_ids_to_tokens(plain(text).input_ids)
+
+
 def test_tokenizer_config_files(tokenizer_dir):
     cfg = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     special = json.loads((tokenizer_dir / "special_tokens_map.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -57,4 +58,33 @@ def process_images(images: Sequence[Image.Image], image_processor, model_cfg=Non
     rgb = [to_rgb(image) for image in images]
     if aspect == "pad":
         rgb = [expand2square(image, mean_color(image_processor)) for image in rgb]
+    side = _identity_geometry_side(image_processor)
+    if side is not None and all(image.size == (side, side) for image in rgb):
+        return _rescale_and_normalize(rgb, image_processor)
     return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+def _identity_geometry_side(image_processor) -> int | None:
+    """The side S when the processor is CLIP's PIL one (resize the shortest edge to S, centre-crop S x S, rescale,
+    normalize), so that an S x S image goes through resize and crop unchanged; else None."""
+    if type(image_processor).__name__ != "CLIPImageProcessorPil":  # the torchvision backend rounds its own way
+        return None
+    p = image_processor
+    size, crop = dict(p.size or {}), dict(p.crop_size or {})
+    side = size.get("shortest_edge")
+    if not (p.do_resize and p.do_center_crop and p.do_rescale and p.do_normalize) or getattr(p, "do_pad", False):
+        return None
+    if set(size) != {"shortest_edge"} or crop != {"height": side, "width": side}:
+        return None
+    return side
+
+
+def _rescale_and_normalize(images: Sequence[Image.Image], image_processor) -> torch.Tensor:
+    """What the processor returns for images already at its size, without its per-image overhead (0.7 ms for a
+    48 px image): the same float64 rescale, float32 cast and float32 normalisation, so the same bits."""
+    pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # (N, H, W, 3)
+    pixels = (pixels.astype(np.float64) * image_processor.rescale_factor).astype(np.float32)
+    mean = np.asarray(image_processor.image_mean, dtype=np.float32)
+    std = np.asarray(image_processor.image_std, dtype=np.float32)
+    pixels = (pixels - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))

@@ -8,7 +8,8 @@ Steps (one line of progress each, with its time), through the real entry points:
 
   data        synthetic scenes in the real formats: LLaVA-558K captions, a LLaVA-665K-style mix, and POPE / GQA /
               MME in LLaVA-1.5's playground layout (`xmodelvlm.demo.synthetic_data`)
-  tokenizer   a SentencePiece unigram model trained on the synthetic text, with the released tokenizer's settings
+  tokenizer   a SentencePiece unigram model trained on the synthetic text, with the released tokenizer's settings;
+              the v1 system prompt and the short-answer instruction are one piece each (`prompt_pieces`)
   clip        a small CLIP in the real on-disk format (`xmodelvlm.demo.tiny_clip`), pre-trained CLIP-style on the
               synthetic images for about a minute (a stand-in for a pretrained CLIP; `--set clip_steps=0` keeps it
               at its random initialisation), then frozen
@@ -86,6 +87,10 @@ class DemoSettings:
     image_size: int = 48
     # tokenizer
     vocab_size: int = 512
+    # the v1 system prompt and the short-answer instruction as one piece each (SentencePiece user-defined symbols):
+    # they are in every stage-2 sample and eval prompt, 29 + 10 pieces each otherwise; a stage-2 sample falls from
+    # 96 to 55 tokens on average and a step gets 1.3x faster, the scores within the spread of seeds (BENCHMARKS.md)
+    prompt_pieces: bool = True
     # CLIP tower: patch 16, so each of its 3x3 = 9 patch tokens sees one cell, i.e. one slot. Pre-trained CLIP-style
     # (captions, plus region phrases that name what lies in each patch and where) as a stand-in for a pretrained
     # CLIP, then frozen. clip_steps = 0 keeps it at its random initialisation, on which the VLM never learned to
@@ -127,22 +132,24 @@ class DemoSettings:
     stage1_batch: int = 32
     stage1_lr: float = 2e-3
     stage1_epochs: float = 1.0  # stage 1 barely moves the caption loss with this LM (BENCHMARKS.md); one pass
-    # stage 2: projector + LM. Passes over the data are what teach it to look (presence of a colour-shape pair):
-    # batch 16 x 6 epochs scored POPE F1 ~65-74, x 8 75.8, x 10 82-85, paid for by length-grouped batches
-    # (BENCHMARKS.md, "More passes over the data"). Ten epochs is a transition that training seed 1 did not reach
-    # in time (POPE 67.5-72.0); the demo's seed (the Trainer's 42) does.
+    # stage 2: projector + LM. Passes over the data are what teach it to look (presence of a colour-shape pair,
+    # and selecting the object a question names): batch 16 x 6 epochs scored POPE F1 ~65-74, x 8 75.8, x 10 57-85
+    # over seeds (BENCHMARKS.md, "More passes over the data", "How robust is POPE 85?"); with prompt pieces and
+    # faster images 13 epochs cost what 10 did, and scored POPE 73.9-86.5 and GQA 58.0-75.3 over six seeds
+    # (BENCHMARKS.md, "Prompt pieces, faster images, more passes"). Both are late transitions that a seed or a
+    # CPU's rounding can miss.
     stage2_batch: int = 16
     stage2_lr: float = 1e-3
     stage2_projector_lr: float = 1e-4
-    stage2_epochs: float = 10.0
+    stage2_epochs: float = 13.0
     # the three trainings (LM warm-up, stage 1, stage 2) sort their samples by length across this many steps' worth
     # (`--length_group_steps`): random batches were half padding in the LM warm-up (BENCHMARKS.md)
     length_group_steps: int = 16
     # stage 1 and stage 2 on a CPU as this many processes sharing the step's threads (`scripts/*.sh` with
     # LAUNCHER=torchrun: DDP over gloo, the batch split between them), capped by --jobs and by the batches (each
-    # process gets an equal share); one process on a GPU. 2 trains stage 2 1.16x faster on 2 cores, but its
-    # different rounding moves where the late transition of stage 2 lands, as another seed does: POPE F1 66.4 with
-    # the default settings (BENCHMARKS.md, "How robust is POPE 85?"), so the default stays at one process.
+    # process gets an equal share); one process on a GPU. 2 trained stage 2 1.16x faster on 2 cores with the old
+    # tokenizer (about 1.04x with prompt pieces), and its different rounding moves where the late transitions of
+    # stage 2 land, as another seed does (BENCHMARKS.md, "How robust is POPE 85?"): the default stays at one process.
     train_processes: int = 1
     train_seed: int = 42  # both stages' --seed (the Trainer's default)
     # evaluation
@@ -324,7 +331,8 @@ def step_tokenizer(ctx: Context) -> str:
     from . import tiny_tokenizer
 
     out = tiny_tokenizer.train_tokenizer(tiny_tokenizer.dataset_texts(ctx.data), ctx.tokenizer,
-                                         vocab_size=ctx.settings.vocab_size)
+                                         vocab_size=ctx.settings.vocab_size,
+                                         prompt_pieces=ctx.settings.prompt_pieces)
     pieces = spm.SentencePieceProcessor(model_file=str(out / tiny_tokenizer.MODEL_FILE)).get_piece_size()
     return f"SentencePiece unigram, {pieces} pieces"
 
@@ -525,7 +533,8 @@ def _unless_off(s: DemoSettings, name: str) -> dict:
 STEPS: tuple[Step, ...] = (
     Step("data", "synthetic data", step_data, settings=lambda s: s.pick("seed", "num_train", "num_eval", "image_size"),
          outputs=lambda c: [c.data]),
-    Step("tokenizer", "tokenizer", step_tokenizer, ("data",), lambda s: s.pick("vocab_size"),
+    Step("tokenizer", "tokenizer", step_tokenizer, ("data",),
+         lambda s: s.pick("vocab_size", "prompt_pieces") if s.prompt_pieces else s.pick("vocab_size"),
          lambda c: [c.tokenizer]),
     Step("clip", "CLIP tower", step_clip, ("data",),
          lambda s: {**s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",

@@ -3,11 +3,13 @@
 Same normalisation and special ids as ``xmodel_32000.model`` (SPEC §3): unigram, byte fallback (``"\\n"`` →
 ``<0x0A>``), dummy prefix, extra whitespace removed, identity normalizer, 0 ``<unk>`` / 1 ``<s>`` / 2 ``</s>``, no
 pad piece, digits split and ``.``/``!``/``?`` kept as their own pieces (user-defined symbols, as in the released
-model). Only the vocabulary is small. The directory gets ``tokenizer.model`` plus ``tokenizer_config.json`` and
+model). Only the vocabulary is small, and with ``prompt_pieces`` (the demo's default) two more user-defined
+symbols make the v1 system prompt and the short-answer instruction one piece each: they are in every stage-2 sample
+and would be 39 of its ~96 tokens. The directory gets ``tokenizer.model`` plus ``tokenizer_config.json`` and
 ``special_tokens_map.json`` shaped like the released files (without the remote-code ``auto_map``).
 
-CLI: ``python -m xmodelvlm.demo.tiny_tokenizer --data DIR --out DIR [--vocab-size N]`` where DIR is the output of
-:mod:`xmodelvlm.demo.synthetic_data`.
+CLI: ``python -m xmodelvlm.demo.tiny_tokenizer --data DIR --out DIR [--vocab-size N] [--prompt-pieces]`` where DIR
+is the output of :mod:`xmodelvlm.demo.synthetic_data`.
 """
 from __future__ import annotations
 
@@ -41,6 +43,14 @@ FIXED_TEXTS = (
 )
 # user-defined symbols of the released model that matter for ASCII text
 USER_SYMBOLS = [str(d) for d in range(10)] + [".", "!", "?"]
+# Prompt boilerplate in every stage-2 sample: the v1 system prompt (after the dummy prefix) and the short-answer
+# instruction (after a newline, so without a leading space). With `prompt_pieces` each is one user-defined piece,
+# which cuts a stage-2 sample from about 96 tokens to 55 (BENCHMARKS.md); the text and the prompts are unchanged.
+PROMPT_PIECES = (" " + SYSTEM_V1, SHORT_ANSWER_SUFFIX.strip())
+
+
+def _piece(text: str) -> str:
+    return text.replace(" ", "\u2581")
 
 SPECIAL_TOKENS_MAP = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
 
@@ -83,10 +93,12 @@ def dataset_texts(data_dir: str | Path) -> Iterator[str]:
 _PRETOKEN = re.compile(r" ?(?:[A-Za-z]+|[0-9]|[^A-Za-z0-9\s])")
 
 
-def _word_counts(texts: Iterable[str]) -> Counter:
+def _word_counts(texts: Iterable[str], skip: tuple[str, ...] = ()) -> Counter:
     counts: Counter = Counter()
     n = 0
     for text in texts:
+        for whole in skip:  # a piece of its own: its words need no pieces
+            text = text.replace(whole.strip(), " ")
         if not text or not text.strip():
             continue
         n += 1
@@ -94,13 +106,17 @@ def _word_counts(texts: Iterable[str]) -> Counter:
         counts.update(_PRETOKEN.findall(" " + re.sub(" +", " ", text.strip(" "))))
     # the prompt strings occur in every stage-2 sample: weight them like that, whatever the data
     for text in FIXED_TEXTS:
+        if any(text == whole.strip() for whole in skip):
+            continue
         for w in _PRETOKEN.findall(" " + text):
             counts[w] += max(20, n // 5)
     return counts
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
+def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                    prompt_pieces: bool = False) -> Path:
     """Train the unigram model on ``texts`` (plus the fixed prompt strings) and write the tokenizer directory.
+    ``prompt_pieces``: the system prompt and the short-answer instruction become one piece each (`PROMPT_PIECES`).
 
     Returns ``out_dir``. Deterministic: identical input gives a byte-identical ``tokenizer.model``.
 
@@ -117,7 +133,8 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts = _word_counts(texts)
+    whole_pieces = PROMPT_PIECES if prompt_pieces else ()
+    counts = _word_counts(texts, whole_pieces)
     seeds: Counter = Counter()
     for word, c in counts.items():
         w = word.replace(" ", "\u2581")
@@ -147,7 +164,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
             split_by_whitespace=True,
             split_by_number=True,
             max_sentencepiece_length=16,
-            user_defined_symbols=USER_SYMBOLS,
+            user_defined_symbols=USER_SYMBOLS + [_piece(w) for w in whole_pieces],
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
             unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
             shuffle_input_sentence=False,
@@ -172,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="directory written by xmodelvlm.demo.synthetic_data")
     p.add_argument("--out", required=True, help="tokenizer directory to write")
     p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    p.add_argument("--prompt-pieces", action=argparse.BooleanOptionalAction, default=False,
+                   help="the system prompt and the short-answer instruction as one piece each")
     ns = p.parse_args(argv)
-    out = train_tokenizer(dataset_texts(ns.data), ns.out, vocab_size=ns.vocab_size)
+    out = train_tokenizer(dataset_texts(ns.data), ns.out, vocab_size=ns.vocab_size, prompt_pieces=ns.prompt_pieces)
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(out / MODEL_FILE))
