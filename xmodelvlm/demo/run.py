@@ -534,7 +534,7 @@ STEPS: tuple[Step, ...] = (
     Step("data", "synthetic data", step_data, settings=lambda s: s.pick("seed", "num_train", "num_eval", "image_size"),
          outputs=lambda c: [c.data]),
     Step("tokenizer", "tokenizer", step_tokenizer, ("data",),
-         lambda s: s.pick("vocab_size", "prompt_pieces") if s.prompt_pieces else s.pick("vocab_size"),
+         lambda s: {**s.pick("vocab_size"), **_unless_off(s, "prompt_pieces")},
          lambda c: [c.tokenizer]),
     Step("clip", "CLIP tower", step_clip, ("data",),
          lambda s: {**s.pick("seed", "clip_patch", "clip_steps", "clip_batch", "clip_lr", "clip_located_phrases",

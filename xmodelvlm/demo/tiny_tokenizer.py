@@ -94,11 +94,13 @@ _PRETOKEN = re.compile(r" ?(?:[A-Za-z]+|[0-9]|[^A-Za-z0-9\s])")
 
 
 def _word_counts(texts: Iterable[str], skip: tuple[str, ...] = ()) -> Counter:
+    """Pre-token counts of `texts` plus the fixed prompt strings; the strings in `skip` are pieces of their own, so
+    neither their occurrences nor their words are counted."""
     counts: Counter = Counter()
     n = 0
     for text in texts:
-        for whole in skip:  # a piece of its own: its words need no pieces
-            text = text.replace(whole.strip(), " ")
+        for whole in skip:
+            text = text.replace(whole, " ")
         if not text or not text.strip():
             continue
         n += 1
@@ -106,7 +108,7 @@ def _word_counts(texts: Iterable[str], skip: tuple[str, ...] = ()) -> Counter:
         counts.update(_PRETOKEN.findall(" " + re.sub(" +", " ", text.strip(" "))))
     # the prompt strings occur in every stage-2 sample: weight them like that, whatever the data
     for text in FIXED_TEXTS:
-        if any(text == whole.strip() for whole in skip):
+        if text in skip:
             continue
         for w in _PRETOKEN.findall(" " + text):
             counts[w] += max(20, n // 5)
@@ -134,10 +136,10 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     whole_pieces = PROMPT_PIECES if prompt_pieces else ()
-    counts = _word_counts(texts, whole_pieces)
+    counts = _word_counts(texts, tuple(whole.strip() for whole in whole_pieces))
     seeds: Counter = Counter()
     for word, c in counts.items():
-        w = word.replace(" ", "\u2581")
+        w = _piece(word)
         for i in range(len(w)):
             for j in range(i + 2, min(len(w), i + 16) + 1):
                 seeds[w[i:j]] += c
