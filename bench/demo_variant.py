@@ -52,7 +52,7 @@ start = (["--model_name_or_path", stage2_from] if stage2_from
 train_main(common + ["--version", "v1", "--data_path", str(data / "train" / "instruct.json"), "--image_folder", str(data / "train"),
            *start, "--group_by_modality_length", "True",
            "--output_dir", str(run / "s2"), "--num_train_epochs", str(s.stage2_epochs),
-           "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr)]
+           "--per_device_train_batch_size", str(s.stage2_batch), "--learning_rate", str(s.stage2_lr), "--mm_projector_lr", str(s.stage2_projector_lr), "--cache_samples", "True"]
            + (["--lr_scheduler_type", os.environ["STAGE2_SCHEDULER"]] if os.environ.get("STAGE2_SCHEDULER") else [])
            + (["--lr_scheduler_kwargs", os.environ["STAGE2_SCHEDULER_KWARGS"]] if os.environ.get("STAGE2_SCHEDULER_KWARGS") else []))
 lap("stage2")

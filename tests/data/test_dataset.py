@@ -142,6 +142,25 @@ def test_corrupt_image_is_replaced_by_the_next_sample_deterministically(build, t
         build(path, strict_data=True)[1]
 
 
+def test_cached_samples_are_built_once_and_stay_whole(build, tmp_path, image_dir):
+    """--cache_samples: the second epoch reads nothing from disk (here: the image is gone by then) and gets the very
+    same sample; a caller that changes its copy of an item leaves the cache whole; bad samples stay skipped."""
+    path = write_json(tmp_path / "d.json", [good("a"), good("broken", "corrupt.png"), good("c", "blue.png")])
+    cached, plain = build(path, cache_samples=True), build(path)
+    first = [cached[i] for i in range(3)]
+    (image_dir / "red.png").unlink()
+    (image_dir / "blue.png").unlink()
+    for i, want in enumerate(first):
+        again = cached[i]
+        assert again["id"] == want["id"] and torch.equal(again["input_ids"], want["input_ids"])
+        assert torch.equal(again["image"], want["image"])
+    assert [item["id"] for item in first] == ["a", "c", "c"] and cached.skip_stats == {"unreadable image": 1}
+    cached[0].pop("image")
+    assert "image" in cached[0]
+    with pytest.raises(UserError, match="every sample failed"):   # without the cache the images are gone
+        plain[0]
+
+
 def test_replacement_wraps_around_to_the_start(build, tmp_path):
     ds = build(write_json(tmp_path / "d.json", [good("a"), good("z", "corrupt.png")]))
     assert ds[1]["id"] == "a"
@@ -244,9 +263,10 @@ def test_data_arguments_parse_from_seed_flags(tmp_path):
     from transformers import HfArgumentParser
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
         ["--data_path", "a.json", "b.jsonl", "--image_folder", "imgs", "--image_aspect_ratio", "pad",
-         "--lazy_preprocess", "True", "--strict_data", "True", "--max_skip_fraction", "0.1"])
+         "--lazy_preprocess", "True", "--strict_data", "True", "--max_skip_fraction", "0.1",
+         "--cache_samples", "True"])
     assert args.data_path == ["a.json", "b.jsonl"] and args.image_folder == "imgs"
-    assert args.strict_data is True and args.max_skip_fraction == 0.1
+    assert args.strict_data is True and args.max_skip_fraction == 0.1 and args.cache_samples is True
     assert DataArguments(data_path="one.json").data_path == ["one.json"]
     with pytest.raises(UserError, match="max_skip_fraction"):
         DataArguments(data_path=["x"], max_skip_fraction=2.0)

@@ -216,6 +216,13 @@ def test_training_steps_launch_one_process_per_share_of_the_threads(tmp_path):
     assert run._train_flags(run.DEFAULT, 3.0, 1e-3)[-2:] == ["--seed", 42]
 
 
+def test_steps_keep_freed_activations_in_the_heap_unless_the_user_says_otherwise(tmp_path, monkeypatch):
+    env = run.Context(tmp_path, run.DEFAULT).env()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 << 20) and env["MALLOC_TRIM_THRESHOLD_"] == str(1 << 32)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert run.Context(tmp_path, run.DEFAULT).env()["MALLOC_MMAP_THRESHOLD_"] == "131072"
+
+
 # ------------------------------------------------------------------------------------------------ CLI, bad input
 def _demo(*args, timeout=60):
     return subprocess.run(["bash", str(DEMO_SH), *map(str, args)], capture_output=True, text=True, timeout=timeout,
