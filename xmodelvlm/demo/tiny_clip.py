@@ -425,9 +425,10 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
         head = _region_head(aux_head, width, model.config.projection_dim)
         params += list(head.parameters())
         phrases = _phrases(meta, located_phrases)
-        # padded to their own length (8 tokens), not the captions' (32): the text tower encodes all of them
-        # every step, and the padding was most of its work
-        phrase_ids = encode_texts(phrases, vocab, min(max_len, 8 * math.ceil((max(len(_words(t)) for t in phrases) + 2) / 8)))
+        # padded to their own length (the demo's: 8 tokens), not the captions' (32): the text tower encodes all
+        # of them every step, and the padding was most of its work
+        phrase_len = 8 * math.ceil((max(len(_words(t)) for t in phrases) + 2) / 8)
+        phrase_ids = encode_texts(phrases, vocab, min(max_len, phrase_len))
         targets = patch_targets(scenes[:n_fit], image_size, patch_size, meta, located_phrases)
         n_obj_phrases = len(phrases) - len(meta["textures"]) * len(meta["bg_colors"])
     model.to(device)
