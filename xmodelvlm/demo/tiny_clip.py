@@ -69,6 +69,11 @@ def build_vocab(captions: list[str]) -> dict[str, int]:
     return {w: i for i, w in enumerate([PAD, BOS, UNK, EOS] + words)}
 
 
+def padded_length(texts: list[str]) -> int:
+    """Tokens to hold the longest of ``texts`` with its <bos> and <eos>, rounded up to a multiple of 8."""
+    return 8 * math.ceil((max(len(_words(t)) for t in texts) + 2) / 8)
+
+
 def encode_texts(texts: list[str], vocab: dict[str, int], max_len: int) -> torch.Tensor:
     ids = torch.zeros(len(texts), max_len, dtype=torch.long)
     for i, t in enumerate(texts):
@@ -413,7 +418,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
     num_heldout = min(num_heldout, max(2, n // 5))
     n_fit = n - num_heldout
     vocab = build_vocab(captions[:n_fit])
-    max_len = min(77, 8 * math.ceil((max(len(_words(c)) for c in captions) + 2) / 8))
+    max_len = min(77, padded_length(captions))
     text_ids = encode_texts(captions, vocab, max_len)
 
     model = CLIPModel(tiny_clip_config(len(vocab), max_len, image_size, patch_size))
@@ -427,8 +432,7 @@ def pretrain_tiny_clip(train_json: str | Path, image_folder: str | Path, out_dir
         phrases = _phrases(meta, located_phrases)
         # padded to their own length (the demo's: 8 tokens), not the captions' (32): the text tower encodes all
         # of them every step, and the padding was most of its work
-        phrase_len = 8 * math.ceil((max(len(_words(t)) for t in phrases) + 2) / 8)
-        phrase_ids = encode_texts(phrases, vocab, min(max_len, phrase_len))
+        phrase_ids = encode_texts(phrases, vocab, min(max_len, padded_length(phrases)))
         targets = patch_targets(scenes[:n_fit], image_size, patch_size, meta, located_phrases)
         n_obj_phrases = len(phrases) - len(meta["textures"]) * len(meta["bg_colors"])
     model.to(device)

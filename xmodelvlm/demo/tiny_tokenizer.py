@@ -52,6 +52,7 @@ PROMPT_PIECES = (" " + SYSTEM_V1, SHORT_ANSWER_SUFFIX.strip())
 def _piece(text: str) -> str:
     return text.replace(" ", "\u2581")
 
+
 SPECIAL_TOKENS_MAP = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
 
 
