@@ -15,8 +15,8 @@ rewrites its `model.safetensors`; the vision tower is never touched. MODE:
 - `head-reinit`: lm_head drawn afresh from N(0, 0.02).
 - `projector-reinit`: the XDP projector's matrices drawn afresh (PyTorch's default uniform bound), biases zero.
 
-Seeded (0), so a mode and ALPHA always give the same weights. Used in BENCHMARKS.md ("A tower that keeps position
-and shape", twelfth session) with `bench/demo_focused_finetune.py`.
+Seeded (0), so a mode and ALPHA always give the same weights. Used in BENCHMARKS.md ("A tower that keeps place and
+shape", twelfth session) with `bench/demo_focused_finetune.py`.
 """
 import argparse
 import shutil
@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MODES = ("query", "shrink-perturb", "head-spread", "head-reinit", "projector-reinit")
+SCALED_MODES = ("query", "shrink-perturb", "head-spread")  # the ones that take ALPHA
 SHAPE_ANSWERS = ("Circle", "Square", "Triangle", "Star")
 
 
@@ -38,7 +39,7 @@ def is_lm_matrix(name: str, tensor: torch.Tensor) -> bool:
     return tensor.dim() == 2 and in_lm(name) and "embed_tokens" not in name and "lm_head" not in name
 
 
-def reset(weights: dict[str, torch.Tensor], mode: str, alpha: float, tokenizer_model: Path) -> int:
+def reset(weights: dict[str, torch.Tensor], mode: str, alpha: float | None, tokenizer_model: Path) -> int:
     """Rewrites `weights` in place; returns how many tensors changed."""
     g = torch.Generator().manual_seed(0)
     changed = 0
@@ -70,8 +71,10 @@ def main() -> int:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("mode", choices=MODES)
-    p.add_argument("alpha", type=float, nargs="?", default=1.0)
+    p.add_argument("alpha", type=float, nargs="?")
     a = p.parse_args()
+    if (a.alpha is None) != (a.mode not in SCALED_MODES):
+        p.error(f"{a.mode} takes ALPHA" if a.alpha is None else f"{a.mode} takes no ALPHA")
     src, dst = Path(a.src), Path(a.dst)
     if not (src / "model.safetensors").is_file():
         p.error(f"{src} has no model.safetensors; give a checkpoint directory")
@@ -81,7 +84,7 @@ def main() -> int:
         p.error(f"{a.mode} changes nothing in {src} (no matching tensors)")
     shutil.copytree(src, dst, dirs_exist_ok=True)
     save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
-    print(f"{dst}: {a.mode} {a.alpha:g} rewrote {changed} tensors")
+    print(f"{dst}: {a.mode}{'' if a.alpha is None else f' {a.alpha:g}'} rewrote {changed} tensors")
     return 0
 
 
