@@ -6,8 +6,9 @@ Takes the first N conversations of DATA_DIR/train/instruct.json whose first turn
 them out as a GQA-style evaluation set under WORK_DIR (links to the training images), answers them with the real
 engine (`python -m xmodelvlm.eval.answer`, v1 prompts) and prints accuracy as the GQA scorer counts it (exact
 match after `normalize_gqa_prediction`), overall and per question
-template (colours, shapes, places and counts replaced by X). Low accuracy here means stage 2 under-fits; high
-accuracy with low held-out scores would mean it memorises.
+template (colours, shapes, places and counts replaced by X), then the presence questions ("is there a <colour>
+<shape>?") split by what the asked pair shares with the objects present. Low accuracy here means stage 2
+under-fits; high accuracy with low held-out scores would mean it memorises.
 """
 import collections, json, os, re, sys
 from pathlib import Path
@@ -19,7 +20,7 @@ checkpoint, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 n = int(sys.argv[4]) if len(sys.argv) > 4 else 600
 root = work / "gqa"
 (root / "data" / "images").mkdir(parents=True, exist_ok=True)
-rows, truth = [], {}
+rows, truth, image_of = [], {}, {}
 for sample in json.loads((data / "train" / "instruct.json").read_text()):
     question = sample["conversations"][0]["value"].replace("<image>", "").strip()
     if "image" not in sample or not question.endswith(sd.SHORT_ANSWER_SUFFIX.strip()):
@@ -32,6 +33,7 @@ for sample in json.loads((data / "train" / "instruct.json").read_text()):
     qid = str(len(rows))
     rows.append({"question_id": qid, "image": link.name, "text": question + sd.SHORT_ANSWER_SUFFIX})
     truth[qid] = (question, sample["conversations"][1]["value"].lower())
+    image_of[qid] = sample["image"]
     if len(rows) == n:
         break
 (root / "llava_gqa_testdev_balanced.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -51,3 +53,30 @@ every = [r for rs in right.values() for r in rs]
 print(f"training-question accuracy {sum(every) / len(every):.3f} ({len(every)} questions)")
 for template, rs in sorted(right.items(), key=lambda kv: -len(kv[1]))[:22]:
     print(f"  {sum(rs) / len(rs):.2f} ({len(rs):3d}) {template}")
+
+
+def presence_kind(question: str, gold: str, objects: list[dict]) -> str | None:
+    """For "is there a <colour> <shape>?": "present", or what the absent pair shares with the objects present."""
+    m = re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?", question)
+    if not m:
+        return None
+    if gold == "yes":
+        return "present"
+    colour = any(o["color"] == m[1] for o in objects)
+    shape = any(o["shape"] == m[2] for o in objects)
+    return "absent, " + {(True, True): "its colour and its shape present (on different objects)",
+                         (True, False): "its colour present", (False, True): "its shape present",
+                         (False, False): "nothing shared"}[colour, shape]
+
+
+objects = {s["image"]: s["objects"] for s in json.loads((data / "train" / "scenes.json").read_text())}
+by_kind = collections.defaultdict(list)
+for line in answers.read_text().splitlines():
+    a = json.loads(line)
+    question, gold = truth[a["question_id"]]
+    kind = presence_kind(question, gold, objects[image_of[a["question_id"]]])
+    if kind:
+        by_kind[kind].append(normalize_gqa_prediction(a["text"]) == gold)
+print("presence questions by what the asked pair shares with the objects present:")
+for kind, rs in sorted(by_kind.items()):
+    print(f"  {sum(rs) / len(rs):.2f} ({len(rs):3d}) {kind}")
