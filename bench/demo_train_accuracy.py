@@ -44,39 +44,38 @@ answer.main(["--model-path", checkpoint, "--bench", "gqa", "--data-root", str(wo
              "--batch-size", "100", "--device", "cpu", "--no-progress"])
 scene_words = [*sd.COLORS, *sd.SHAPES, *sd.POSITIONS, *sd.BG_TEXTURES, *sd.BG_COLORS, *sd.NUM_WORDS.values()]
 words = r"\b(" + "|".join(scene_words) + r")\b"
-right = collections.defaultdict(list)
-for line in answers.read_text().splitlines():
-    a = json.loads(line)
-    question, gold = truth[a["question_id"]]
-    right[re.sub(words, "X", question)].append(normalize_gqa_prediction(a["text"]) == gold)
-every = [r for rs in right.values() for r in rs]
-print(f"training-question accuracy {sum(every) / len(every):.3f} ({len(every)} questions)")
-for template, rs in sorted(right.items(), key=lambda kv: -len(kv[1]))[:22]:
-    print(f"  {sum(rs) / len(rs):.2f} ({len(rs):3d}) {template}")
+# the generator's own presence question for every pair, so its wording lives in one place
+presence_pair = {sd.exist_question(c, s): (c, s) for c in sd.COLORS for s in sd.SHAPES}
+objects = {s["image"]: s["objects"] for s in json.loads((data / "train" / "scenes.json").read_text())}
 
 
-def presence_kind(question: str, gold: str, objects: list[dict]) -> str | None:
+def presence_kind(question: str, gold: str, scene_objects: list[dict]) -> str | None:
     """For "is there a <colour> <shape>?": "present", or what the absent pair shares with the objects present."""
-    m = re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?", question)
-    if not m:
+    if question not in presence_pair:
         return None
     if gold == "yes":
         return "present"
-    colour = any(o["color"] == m[1] for o in objects)
-    shape = any(o["shape"] == m[2] for o in objects)
+    asked_colour, asked_shape = presence_pair[question]
+    colour = any(o["color"] == asked_colour for o in scene_objects)
+    shape = any(o["shape"] == asked_shape for o in scene_objects)
     return "absent, " + {(True, True): "its colour and its shape present (on different objects)",
                          (True, False): "its colour present", (False, True): "its shape present",
                          (False, False): "nothing shared"}[colour, shape]
 
 
-objects = {s["image"]: s["objects"] for s in json.loads((data / "train" / "scenes.json").read_text())}
-by_kind = collections.defaultdict(list)
+right, by_kind = collections.defaultdict(list), collections.defaultdict(list)
 for line in answers.read_text().splitlines():
     a = json.loads(line)
     question, gold = truth[a["question_id"]]
+    ok = normalize_gqa_prediction(a["text"]) == gold
+    right[re.sub(words, "X", question)].append(ok)
     kind = presence_kind(question, gold, objects[image_of[a["question_id"]]])
     if kind:
-        by_kind[kind].append(normalize_gqa_prediction(a["text"]) == gold)
+        by_kind[kind].append(ok)
+every = [r for rs in right.values() for r in rs]
+print(f"training-question accuracy {sum(every) / len(every):.3f} ({len(every)} questions)")
+for template, rs in sorted(right.items(), key=lambda kv: -len(kv[1]))[:22]:
+    print(f"  {sum(rs) / len(rs):.2f} ({len(rs):3d}) {template}")
 print("presence questions by what the asked pair shares with the objects present:")
 for kind, rs in sorted(by_kind.items()):
     print(f"  {sum(rs) / len(rs):.2f} ({len(rs):3d}) {kind}")
