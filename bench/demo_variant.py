@@ -38,7 +38,7 @@ lm = Path(os.environ["LM_DIR"]) if os.environ.get("LM_DIR") else run / "lm"
 lmst = {} if os.environ.get("LM_DIR") else make_tiny_lm(data, tok, lm, hidden=s.lm_hidden, intermediate=s.lm_intermediate, layers=s.lm_layers, heads=s.lm_heads,
                     kv_heads=s.lm_kv_heads, steps=s.lm_warmup_steps, batch_size=s.lm_warmup_batch, lr=s.lm_warmup_lr,
                     seed=s.seed, device=device, corpus=s.lm_corpus, length_group_steps=int(os.environ.get("LM_GROUP_STEPS", s.length_group_steps)),
-                    grid_side=lm_grid_side(s))
+                    grid_side=lm_grid_side(s), scenes=s.lm_scenes, init_std=s.lm_init_std)
 lap("lm")
 from xmodelvlm.train.train import main as train_main
 from demo_common import stage1_flags, train_flags

@@ -311,14 +311,22 @@ def test_quick_demo_runs_end_to_end_and_stage2_learns_the_instruction_task(tmp_p
 
 
 def test_the_lm_warm_up_grid_matches_the_image_tokens_and_is_part_of_the_lm_step_settings():
-    """With `lm_corpus=grid` the warm-up's grids have one cell per patch token (48 px / patch 16 = 3 per side); a
-    different grid is a different LM, so the step's recorded settings change and a rerun rebuilds it."""
+    """With `lm_corpus` grid or scenes (the default) the warm-up's grids have one cell per patch token (48 px /
+    patch 16 = 3 per side); a different grid, number of scenes or initialisation is a different LM, so the step's
+    recorded settings change and a rerun rebuilds it. Settings that do not apply are not recorded."""
     lm_step = next(step for step in run.STEPS if step.name == "lm")
+    assert run.DEFAULT.lm_corpus == "scenes" and run.lm_grid_side(run.DEFAULT) == 3
     grid = run.apply_overrides(run.DEFAULT, ["lm_corpus=grid"])
     assert run.lm_grid_side(grid) == 3 and run.lm_grid_side(run.apply_overrides(grid, ["clip_patch=8"])) == 6
-    assert run.lm_grid_side(run.apply_overrides(run.DEFAULT, ["lm_corpus=joined"])) == 0
-    assert lm_step.settings(grid)["grid_side"] == 3 and "grid_side" not in lm_step.settings(run.DEFAULT)
+    joined = run.apply_overrides(run.DEFAULT, ["lm_corpus=joined", "lm_init_std=0.02"])
+    assert run.lm_grid_side(joined) == 0
+    assert lm_step.settings(grid)["grid_side"] == 3 and "grid_side" not in lm_step.settings(joined)
     assert lm_step.settings(grid) != lm_step.settings(run.apply_overrides(grid, ["clip_patch=8"]))
+    default = lm_step.settings(run.DEFAULT)
+    assert (default["lm_scenes"], default["lm_init_std"], default["grid_side"]) == (30000, 0.08, 3)
+    assert default != lm_step.settings(run.apply_overrides(run.DEFAULT, ["lm_scenes=1000"]))
+    # the joined corpus at Llama's initialisation records what runs before these settings recorded
+    assert "lm_scenes" not in lm_step.settings(joined) and "lm_init_std" not in lm_step.settings(joined)
     tokenizer_step = next(step for step in run.STEPS if step.name == "tokenizer")  # another tokenizer: rebuilt
     with_pieces, without = (run.apply_overrides(run.DEFAULT, [f"prompt_pieces={v}"]) for v in ("true", "false"))
     assert tokenizer_step.settings(with_pieces)["prompt_pieces"] is True

@@ -1,4 +1,5 @@
-"""The LM warm-up: its batches (random by default, length-grouped with `group_steps` > 1) and its grid documents."""
+"""The LM warm-up: its batches (random by default, length-grouped with `group_steps` > 1), its grid documents and
+the new scenes of the `scenes` corpus."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,10 @@ import random
 import pytest
 import torch
 
-from xmodelvlm.demo.tiny_lm import (PAD_ID, _batch_indices, _cell_vectors, _collate, build_lm, encode_documents,
-                                    grid_documents, scene_cells, warm_up, warmup_corpus)
+from xmodelvlm.demo import synthetic_data as sd
+from xmodelvlm.demo.tiny_lm import (PAD_ID, SCENE_CAPTION_SHARE, _batch_indices, _cell_vectors, _collate, build_lm,
+                                    encode_documents, grid_documents, scene_cells, scene_documents, warm_up,
+                                    warmup_corpus)
 from xmodelvlm.errors import UserError
 
 
@@ -149,3 +152,51 @@ def test_cli_grid_corpus_writes_an_lm_that_records_its_grids(small_data, tmp_pat
     assert main(args + ["--out", str(tmp_path / "lm")]) == 0
     stats = json.loads((tmp_path / "lm" / STATS_FILE).read_text())
     assert stats["grid_side"] == 3 and stats["grid_documents"] == len(grid_documents(data, 3)) > 0
+
+
+def test_scene_documents_are_new_scenes_each_grid_before_a_conversation_or_its_caption(small_data):
+    data, _ = small_data
+    docs = scene_documents(400, seed=0, side=3, image_size=48)
+    assert docs == scene_documents(400, seed=0, side=3, image_size=48)  # deterministic by seed
+    assert docs != scene_documents(400, seed=1, side=3, image_size=48)
+    assert all(len(cells) == 9 for cells, _ in docs)
+    for i in (0, 1, 399):  # the grid of the generator's scene, as its scenes.json entry would give it
+        scene = sd.sample_scene(sd._rng(0, sd.STREAM_LM_SCENES, i), 48)
+        assert docs[i][0] == scene_cells(scene.to_json(), 3, 48)
+    captions = [(cells, text) for cells, text in docs if not text.startswith("\n")]
+    assert abs(len(captions) / len(docs) - SCENE_CAPTION_SHARE) < 0.07
+    for cells, text in captions:  # a caption names every object of its grid
+        for words in cells:
+            if len(words) == 3:  # size, colour, shape: an object
+                assert f"{words[1]} {words[2]}" in text, (words, text)
+    conversations = [text for _, text in docs if text.startswith("\n")]
+    assert not any("<image>" in t or sd.SHORT_ANSWER_SUFFIX.strip() in t for t in conversations)
+    assert any("?" in t for t in conversations)
+    # the LM's own stream: not the training scenes (the same seed, the same indices)
+    train = [scene_cells(s, 3, 48) for s in json.loads((data / "train" / "scenes.json").read_text())]
+    assert sum(cells == train[i] for i, (cells, _) in enumerate(docs[:len(train)])) < 0.1 * len(train)
+
+
+def test_build_lm_draws_its_weights_with_the_given_standard_deviation():
+    sizes = {"vocab_size": 64, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 2}
+    for std in (0.02, 0.08):
+        model = build_lm(sizes, seed=0, init_std=std)
+        for weight in (model.model.layers[0].self_attn.q_proj.weight, model.model.embed_tokens.weight):
+            assert abs(weight.std().item() - std) < 0.1 * std
+
+
+def test_cli_scenes_corpus_records_its_scenes_and_rejects_bad_values(small_data, tmp_path):
+    from xmodelvlm.demo.tiny_lm import STATS_FILE, main
+
+    data, tok = small_data
+    args = ["--data", str(data), "--tokenizer", str(tok), "--hidden", "32", "--intermediate", "64", "--layers", "1",
+            "--heads", "2", "--kv-heads", "2", "--steps", "3", "--batch-size", "8", "--corpus", "scenes"]
+    for bad in (["--scenes", "0"], ["--init-std", "0"], ["--grid-side", "0"]):  # usage errors: exit 2, nothing written
+        with pytest.raises(SystemExit) as exc:
+            main(args + ["--out", str(tmp_path / "bad")] + bad)
+        assert exc.value.code == 2 and not (tmp_path / "bad").exists()
+    assert main(args + ["--out", str(tmp_path / "lm"), "--scenes", "50", "--init-std", "0.05"]) == 0
+    stats = json.loads((tmp_path / "lm" / STATS_FILE).read_text())
+    assert (stats["corpus"], stats["scenes"], stats["grid_documents"], stats["documents"]) == ("scenes", 50, 50, 0)
+    assert stats["grid_side"] == 3 and stats["init_std"] == 0.05

@@ -594,6 +594,7 @@ def text_only_sample(rng: np.random.Generator) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ generation
 STREAM_TRAIN, STREAM_TRAIN_TEXT, STREAM_TEXT_ONLY, STREAM_POPE, STREAM_GQA, STREAM_MME = 1, 2, 3, 4, 5, 6
+STREAM_LM_SCENES = 7  # the LM warm-up's own scenes (`xmodelvlm.demo.tiny_lm.scene_documents`), text only
 
 
 def _image_turn(question: str, rng: np.random.Generator, after_prob: float) -> str:

@@ -4,19 +4,25 @@ Xmodel-LM's layout (the real stage-1 starting point).
     python -m xmodelvlm.demo.tiny_lm --data DATA_DIR --tokenizer TOKENIZER_DIR --out LM_DIR [--steps 80] ...
 
 Xmodel-LM comes to stage 1 already knowing its language; stage 1 then only has to teach the projector to speak it.
-Our stand-in learns the synthetic language the same way, by next-token prediction on text: every caption of
-`train/pretrain.json` and every conversation of `train/instruct.json`, as plain text (no chat template, no image,
-one document per sample, `<s> text </s>`). It never sees an image or the `v1` template; that is stage 1's and
-stage 2's job. `--steps 0` leaves it randomly initialised.
+Our stand-in learns the synthetic language the same way, by next-token prediction on text; with `--corpus joined`
+(the command's default): every caption of `train/pretrain.json` and every conversation of `train/instruct.json`, as
+plain text (no chat template, no image, one document per sample, `<s> text </s>`). It never sees an image or the
+`v1` template; that is stage 1's and stage 2's job. `--steps 0` leaves it randomly initialised.
 
 `--corpus grid` adds, for every training scene, the scene laid out as the image tokens will reach the LM: a row-major
 grid of `--grid-side`² cell vectors, each the mean of the LM's own embeddings of the words for what lies in that
 cell ("small red circle", or the background's "gray striped"), followed by the scene's caption (as stage 1's `plain`
-prompt puts image then caption) and, in a second document, by its conversation: the LM meets a layout of one vector
-per place before stage 1 asks it to read image tokens laid out the same way. Still no image and no template. In 450
-steps it learns to describe such a grid (a caption is far likelier after its own grid) but not to look a place up
-for a question, and the VLMs built on it score within the spread of the default's (BENCHMARKS.md, "A warm-up that
-reads scene grids"), so the demo keeps `joined`.
+prompt puts image then caption) and, in a second document, by its conversation. In 450 steps it learns to describe
+such a grid but not to look a place up for a question (BENCHMARKS.md, "A warm-up that reads scene grids").
+
+`--corpus scenes` (the demo's default) reads only such grids, of `--scenes` new scenes that the data generator draws
+for the LM alone (text only, no image rendered), each followed by one conversation about it or, a quarter of the
+time, by its caption. The scenes are new, so the LM cannot answer from memory: it has to look the grid up ("what
+shape is the red object?" after a held-out grid: 0.96-0.99 with `--init-std 0.08` and 900 steps; after 600 steps
+some LMs had not learned it yet, and from Llama's 0.02 none had after 900). That is what stage 2 asks of it with
+the image tokens: the VLM built on it names shapes, which none built on the `joined` warm-up (whose LM answers
+from priors even with the caption in its context) learned in stage 2's time (BENCHMARKS.md, "An LM that has
+learned to look things up").
 
 The directory gets `config.json` (`model_type "xmodel"`), `model.safetensors` with Llama tensor names, the
 tokenizer files, and `lm_warmup_stats.json`; it appears whole or not at all (written beside, then renamed).
@@ -36,7 +42,9 @@ from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json
 
 STATS_FILE = "lm_warmup_stats.json"
-CORPORA = ("joined", "separate", "grid")  # --corpus: see warmup_corpus and grid_documents
+CORPORA = ("joined", "separate", "grid", "scenes")  # --corpus: see warmup_corpus, grid_documents, scene_documents
+LLAMA_INIT_STD = 0.02  # Llama's initializer_range
+SCENE_CAPTION_SHARE = 0.25  # `scenes` corpus: a grid followed by the scene's caption, else by a conversation
 BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
 
 
@@ -101,13 +109,37 @@ def grid_documents(data_dir: str | Path, side: int) -> list[tuple[list[list[str]
     return docs
 
 
+def scene_documents(num_scenes: int, seed: int, side: int, image_size: int) -> list[tuple[list[list[str]], str]]:
+    """(cells, text) for `num_scenes` scenes freshly drawn by the data generator (text only: no image is rendered,
+    and the stream is the LM's own, apart from the training and evaluation scenes): each scene's grid
+    (`scene_cells`) followed by one conversation about it (`instruct_conversation`, as stage 2's), or by its caption
+    for a `SCENE_CAPTION_SHARE` of them. Unlike `grid_documents` the scenes are new, so the warm-up cannot answer by
+    remembering a scene: it has to read the grid, which is what it must do with the image tokens."""
+    from xmodelvlm.demo import synthetic_data as sd
+
+    docs = []
+    for i in range(num_scenes):
+        rng = sd._rng(seed, sd.STREAM_LM_SCENES, i)
+        scene = sd.sample_scene(rng, image_size)
+        # the fields scene_cells reads, without to_json's deep copy (a fifth of the time here)
+        cells = scene_cells({"bg_color": scene.bg_color, "bg_texture": scene.bg_texture,
+                             "objects": [vars(o) for o in scene.objects]}, side, image_size)
+        if rng.random() < SCENE_CAPTION_SHARE:
+            docs.append((cells, sd.caption(scene, rng)))
+        else:
+            docs.append((cells, "\n" + _turns_text(sd.instruct_conversation(scene, rng, sd.DEFAULT_POPULARITY))))
+    return docs
+
+
 def encode_documents(texts: list[str], grids: list[tuple[list[list[str]], str]], sp) -> list[tuple]:
     """Token ids per document, `<s> ... </s>`: (ids, None) for text, (ids, cell word ids) for a grid document,
     whose cells sit right after `<s>` as placeholders (PAD ids, not predicted) filled in by `_cell_vectors`."""
     encoded = [([BOS_ID] + ids + [EOS_ID], None) for ids in sp.encode(texts)]
-    for cells, text in grids:
-        cell_ids = [[i for word in words for i in sp.encode(word)] for words in cells]
-        encoded.append(([BOS_ID] + [PAD_ID] * len(cells) + sp.encode(text) + [EOS_ID], cell_ids))
+    words = {word for cells, _ in grids for cell in cells for word in cell}  # the few cell words, encoded once
+    word_ids = dict(zip(words, sp.encode(list(words))))
+    for (cells, _), text_ids in zip(grids, sp.encode([text for _, text in grids])):
+        cell_ids = [[i for word in cell for i in word_ids[word]] for cell in cells]
+        encoded.append(([BOS_ID] + [PAD_ID] * len(cells) + text_ids + [EOS_ID], cell_ids))
     return encoded
 
 
@@ -130,13 +162,15 @@ def _cell_vectors(embed, rows: list, input_ids):
     return inputs.index_put(index, vectors.to(inputs.dtype))
 
 
-def build_lm(sizes: dict, seed: int):
+def build_lm(sizes: dict, seed: int, init_std: float = LLAMA_INIT_STD):
+    """A randomly initialised Llama, its weights drawn with standard deviation `init_std` (Llama's own: 0.02)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(**sizes, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                         bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, hidden_act="silu")
+                         bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, hidden_act="silu",
+                         initializer_range=init_std)
     return LlamaForCausalLM(config)
 
 
@@ -215,9 +249,11 @@ def warm_up(model, docs: list[str], sp, steps: int, batch_size: int, lr: float, 
 def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, intermediate: int = 384, layers: int = 3,
                  heads: int = 4, kv_heads: int = 4, steps: int = 80, batch_size: int = 64, lr: float = 3e-3,
                  seed: int = 0, threads: int = 1, corpus: str = "joined", device: str = "cpu",
-                 length_group_steps: int = 1, grid_side: int = 3) -> dict:
-    """Build, warm up and save the LM on `corpus` (one of CORPORA; "grid" with `grid_side`² cells per grid, see
-    `grid_documents`); returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
+                 length_group_steps: int = 1, grid_side: int = 3, scenes: int = 20000,
+                 init_std: float = LLAMA_INIT_STD) -> dict:
+    """Build (weights drawn with standard deviation `init_std`), warm up and save the LM on `corpus` (one of
+    CORPORA; "grid" and "scenes" with `grid_side`² cells per grid, see `grid_documents`; "scenes" draws `scenes`
+    new scenes, see `scene_documents`); returns its stats (also in `out_dir/lm_warmup_stats.json`)."""
     import sentencepiece as spm
     import torch
 
@@ -228,8 +264,12 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
         raise UserError(f"--length-group-steps must be >= 1, got {length_group_steps}")
     if corpus not in CORPORA:
         raise UserError(f"corpus must be one of {', '.join(CORPORA)}, got {corpus!r}")
-    if corpus == "grid" and grid_side < 1:
-        raise UserError(f"grid_side must be at least 1 with the grid corpus, got {grid_side}")
+    if corpus in ("grid", "scenes") and grid_side < 1:
+        raise UserError(f"grid_side must be at least 1 with the {corpus} corpus, got {grid_side}")
+    if corpus == "scenes" and scenes < 1:
+        raise UserError(f"--scenes must be at least 1 with the scenes corpus, got {scenes}")
+    if not init_std > 0:
+        raise UserError(f"--init-std must be positive, got {init_std}")
     if hidden % heads or heads % kv_heads:
         raise UserError(f"--hidden {hidden} must be divisible by --heads {heads}, and --heads by --kv-heads {kv_heads}")
     t0 = time.time()
@@ -238,14 +278,22 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
     sp = spm.SentencePieceProcessor(model_file=str(find_sentencepiece_file(tokenizer_dir)))
     sizes = {"vocab_size": sp.get_piece_size(), "hidden_size": hidden, "intermediate_size": intermediate,
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
-    model = build_lm(sizes, seed)
-    grids = grid_documents(data_dir, grid_side) if corpus == "grid" else []
-    docs = warmup_corpus(data_dir, joined=corpus != "separate")
+    model = build_lm(sizes, seed, init_std)
+    if corpus == "scenes":
+        image_size = manifest_image_size(data_dir)
+        if not image_size:
+            raise UserError(f"{Path(data_dir) / 'manifest.json'} not found: regenerate the data with "
+                            f"`python -m xmodelvlm.demo.synthetic_data --out {data_dir} --force`")
+        docs, grids = [], scene_documents(scenes, seed, grid_side, image_size)
+    else:
+        grids = grid_documents(data_dir, grid_side) if corpus == "grid" else []
+        docs = warmup_corpus(data_dir, joined=corpus != "separate")
     stats = (warm_up(model, docs, sp, steps, batch_size, lr, seed, device=device, group_steps=length_group_steps,
                      grids=grids) if steps > 0 else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
                  seed=seed, threads=threads, corpus=corpus, length_group_steps=length_group_steps,
-                 grid_side=grid_side if corpus == "grid" else 0)
+                 grid_side=grid_side if corpus in ("grid", "scenes") else 0, init_std=init_std,
+                 **({"scenes": scenes} if corpus == "scenes" else {}))
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save_xmodel_lm(tmp, model.state_dict(), sizes, tokenizer_dir)
@@ -274,22 +322,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--corpus", choices=CORPORA, default="joined",
                    help="joined: each image's caption and conversation as one document (default); separate: apart; "
-                        "grid: joined, plus each scene as a grid of cell vectors before its caption / conversation")
+                        "grid: joined, plus each scene as a grid of cell vectors before its caption / conversation; "
+                        "scenes: only grids, of --scenes new scenes, each before a conversation or its caption")
     p.add_argument("--grid-side", type=int, default=3,
-                   help="with --corpus grid: cells per side of the grid, i.e. image tokens per side (default 3)")
+                   help="with --corpus grid or scenes: cells per side of the grid, i.e. image tokens per side "
+                        "(default 3)")
+    p.add_argument("--scenes", type=int, default=20000,
+                   help="with --corpus scenes: how many new scenes to draw (default 20000)")
+    p.add_argument("--init-std", type=float, default=LLAMA_INIT_STD,
+                   help="standard deviation of the initial weights (default 0.02, Llama's)")
     p.add_argument("--length-group-steps", type=int, default=1,
                    help="sort documents by length across this many batches' worth, then shuffle the batches: "
                         "far less padding (default 1: random batches)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
-    if a.corpus == "grid" and a.grid_side < 1:
-        p.error(f"--grid-side must be at least 1 with --corpus grid, got {a.grid_side}")
+    if a.corpus in ("grid", "scenes") and a.grid_side < 1:
+        p.error(f"--grid-side must be at least 1 with --corpus {a.corpus}, got {a.grid_side}")
+    if a.corpus == "scenes" and a.scenes < 1:
+        p.error(f"--scenes must be at least 1 with --corpus scenes, got {a.scenes}")
+    if not a.init_std > 0:
+        p.error(f"--init-std must be positive, got {a.init_std}")
     if not Path(a.tokenizer).is_dir():
         raise UserError(f"--tokenizer {a.tokenizer}: no such directory (run xmodelvlm.demo.tiny_tokenizer first)")
     stats = make_tiny_lm(a.data, a.tokenizer, a.out, hidden=a.hidden, intermediate=a.intermediate, layers=a.layers,
                          heads=a.heads, kv_heads=a.kv_heads, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                          seed=a.seed, threads=a.threads, corpus=a.corpus, device=a.device,
-                         length_group_steps=a.length_group_steps, grid_side=a.grid_side)
+                         length_group_steps=a.length_group_steps, grid_side=a.grid_side, scenes=a.scenes,
+                         init_std=a.init_std)
     print(f"[tiny_lm] wrote {a.out}: {json.dumps(stats)}", file=sys.stderr)
     return 0
 
