@@ -127,7 +127,7 @@ class DemoSettings:
     # caption; the scenes are new ones drawn by the generator (text only), so it cannot answer from memory and
     # learns to look the grid up, which is what stage 2 then has to do with the image tokens. With it the VLM reads
     # shape ("what shape is the <colour> object?" 0.88-1.00 against 0.12-0.29) and scored GQA 70.7-76.3 in every
-    # run, POPE 81.2-94.0 (against 58.0-75.3 and 73.9-86.5 for "joined"; BENCHMARKS.md, "An LM that has learned to
+    # run, POPE 77.5-94.0 (against 58.0-75.3 and 73.9-86.5 for "joined"; BENCHMARKS.md, "An LM that has learned to
     # look things up"). "joined" (each training image's caption then its conversation, as text) taught it no
     # lookup in 450 steps; "grid" adds the training scenes' grids to "joined" ("A warm-up that reads scene grids")
     lm_corpus: str = "scenes"
