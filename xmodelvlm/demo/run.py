@@ -132,8 +132,8 @@ class DemoSettings:
     # lookup in 450 steps; "grid" adds the training scenes' grids to "joined" ("A warm-up that reads scene grids")
     lm_corpus: str = "scenes"
     lm_scenes: int = 30000  # with lm_corpus "scenes": how many new scenes the warm-up draws (57,600 documents read)
-    # weights drawn with standard deviation 0.08 instead of Llama's 0.02: from 0.02, 600 steps on the same scenes
-    # left the lookups at the constant answer (BENCHMARKS.md)
+    # weights drawn with standard deviation 0.08 instead of Llama's 0.02: from 0.02, 900 steps on the same scenes
+    # left the shape lookups at the constant answer (BENCHMARKS.md)
     lm_init_std: float = 0.08
     # the XDP projector with N = 1 (the released model's older revision): one image token per cell. The recipe's
     # N = 4 concatenates 4 consecutive tokens of a row, which on a 3x3 grid would mix cells of different rows
