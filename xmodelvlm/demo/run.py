@@ -63,7 +63,7 @@ from typing import Callable
 
 from xmodelvlm.demo.synthetic_data import SHORT_ANSWER_SUFFIX
 from xmodelvlm.demo.tiny_clip import AUX_HEADS
-from xmodelvlm.demo.tiny_lm import CORPORA, LLAMA_INIT_STD
+from xmodelvlm.demo.tiny_lm import CORPORA, GRID_CORPORA, LLAMA_INIT_STD
 from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.utils import atomic_write_json, free_port
 
@@ -375,7 +375,7 @@ def step_clip(ctx: Context) -> str:
 def lm_grid_side(s: DemoSettings) -> int:
     """The side of the LM warm-up's scene grids (`lm_corpus` "grid" or "scenes"): the tower's patches per side,
     which with XDP N = 1 are the image tokens per side; 0 for the other corpora."""
-    return s.image_size // s.clip_patch if s.lm_corpus in ("grid", "scenes") else 0
+    return s.image_size // s.clip_patch if s.lm_corpus in GRID_CORPORA else 0
 
 
 def step_lm(ctx: Context) -> str:

@@ -43,6 +43,7 @@ from xmodelvlm.utils import atomic_write_json
 
 STATS_FILE = "lm_warmup_stats.json"
 CORPORA = ("joined", "separate", "grid", "scenes")  # --corpus: see warmup_corpus, grid_documents, scene_documents
+GRID_CORPORA = ("grid", "scenes")  # the corpora with scene grids (`--grid-side` cells per side)
 LLAMA_INIT_STD = 0.02  # Llama's initializer_range
 SCENE_CAPTION_SHARE = 0.25  # `scenes` corpus: a grid followed by the scene's caption, else by a conversation
 BOS_ID, EOS_ID, PAD_ID = 1, 2, 0
@@ -89,14 +90,20 @@ def scene_cells(scene: dict, side: int, image_size: int) -> list[list[str]]:
     return cells
 
 
-def grid_documents(data_dir: str | Path, side: int) -> list[tuple[list[list[str]], str]]:
-    """(cells, text) per training scene: its grid (`scene_cells`) before its caption, and before its conversation
-    (after a newline, as `v1` puts the question on the line after the image)."""
-    samples = {name: _training_json(data_dir, name) for name in ("scenes.json", "pretrain.json", "instruct.json")}
+def _image_size(data_dir: str | Path) -> int:
+    """The synthetic dataset's image size (its manifest's), which places the objects in the grid's cells."""
     image_size = manifest_image_size(data_dir)
     if not image_size:
         raise UserError(f"{Path(data_dir) / 'manifest.json'} not found: regenerate the data with "
                         f"`python -m xmodelvlm.demo.synthetic_data --out {data_dir} --force`")
+    return image_size
+
+
+def grid_documents(data_dir: str | Path, side: int) -> list[tuple[list[list[str]], str]]:
+    """(cells, text) per training scene: its grid (`scene_cells`) before its caption, and before its conversation
+    (after a newline, as `v1` puts the question on the line after the image)."""
+    samples = {name: _training_json(data_dir, name) for name in ("scenes.json", "pretrain.json", "instruct.json")}
+    image_size = _image_size(data_dir)
     scenes = {s["image"]: s for s in samples["scenes.json"]}
     docs = []
     for name, prefix in (("pretrain.json", ""), ("instruct.json", "\n")):
@@ -264,7 +271,7 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
         raise UserError(f"--length-group-steps must be >= 1, got {length_group_steps}")
     if corpus not in CORPORA:
         raise UserError(f"corpus must be one of {', '.join(CORPORA)}, got {corpus!r}")
-    if corpus in ("grid", "scenes") and grid_side < 1:
+    if corpus in GRID_CORPORA and grid_side < 1:
         raise UserError(f"grid_side must be at least 1 with the {corpus} corpus, got {grid_side}")
     if corpus == "scenes" and scenes < 1:
         raise UserError(f"--scenes must be at least 1 with the scenes corpus, got {scenes}")
@@ -280,11 +287,8 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads}
     model = build_lm(sizes, seed, init_std)
     if corpus == "scenes":
-        image_size = manifest_image_size(data_dir)
-        if not image_size:
-            raise UserError(f"{Path(data_dir) / 'manifest.json'} not found: regenerate the data with "
-                            f"`python -m xmodelvlm.demo.synthetic_data --out {data_dir} --force`")
-        docs, grids = [], scene_documents(scenes, seed, grid_side, image_size)
+        image_size = _image_size(data_dir)  # checked also for --steps 0, which draws no scenes
+        docs, grids = [], scene_documents(scenes, seed, grid_side, image_size) if steps > 0 else []
     else:
         grids = grid_documents(data_dir, grid_side) if corpus == "grid" else []
         docs = warmup_corpus(data_dir, joined=corpus != "separate")
@@ -292,7 +296,7 @@ def make_tiny_lm(data_dir, tokenizer_dir, out_dir, *, hidden: int = 128, interme
                      grids=grids) if steps > 0 else {"steps": 0})
     stats.update(sizes, parameters=sum(p.numel() for p in model.parameters()), batch_size=batch_size, lr=lr,
                  seed=seed, threads=threads, corpus=corpus, length_group_steps=length_group_steps,
-                 grid_side=grid_side if corpus in ("grid", "scenes") else 0, init_std=init_std,
+                 grid_side=grid_side if corpus in GRID_CORPORA else 0, init_std=init_std,
                  **({"scenes": scenes} if corpus == "scenes" else {}))
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                         "far less padding (default 1: random batches)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train (default cpu)")
     a = p.parse_args(argv)
-    if a.corpus in ("grid", "scenes") and a.grid_side < 1:
+    if a.corpus in GRID_CORPORA and a.grid_side < 1:
         p.error(f"--grid-side must be at least 1 with --corpus {a.corpus}, got {a.grid_side}")
     if a.corpus == "scenes" and a.scenes < 1:
         p.error(f"--scenes must be at least 1 with --corpus scenes, got {a.scenes}")
