@@ -7,9 +7,15 @@ of `scripts/eval/pope.sh` (e.g. OUT_DIR/eval/answers/pope/stage2/answers.jsonl).
 the scorer's own rule (`parse_yes_no`). Prints right/total for each (category, label): a model that looks gets the
 negatives of all three categories right; one that answers from the pair a question names gets only the category
 whose negatives are always the same few pairs.
+
+Then the negatives again, by what the absent pair shares with the scene (redrawn from the generator's POPE stream
+with the seed and image size of POPE_DIR/../../manifest.json): its colour only, its shape only, both (from two
+objects) or neither. A model that answers "is the colour there?" gets the colour-only and both kinds wrong; telling
+them apart needs the colour and the shape found in one cell.
 """
-import collections, json, sys
+import collections, json, re, sys
 from pathlib import Path
+from xmodelvlm.demo import synthetic_data as sd
 from xmodelvlm.eval.scorers.pope import POPE_CATEGORIES, parse_yes_no, read_pope_labels
 
 pope, answers = Path(sys.argv[1]), Path(sys.argv[2])
@@ -21,7 +27,22 @@ questions = {}
 for line in (pope / "llava_pope_test.jsonl").read_text().splitlines():
     row = json.loads(line)
     questions[row["question_id"]] = row
+manifest = json.loads((pope.parent.parent / "manifest.json").read_text())
+
+
+def shared(image: str, question: str) -> str:
+    """What the pair that `question` names shares with the objects of POPE image `image`."""
+    index = int(re.search(r"(\d+)\.png$", image).group(1)) - 1  # COCO_val2014_<i + 1>.png
+    scene = sd.sample_scene(sd._rng(manifest["seed"], sd.STREAM_POPE, index), manifest["image_size"])
+    colour, shape = re.match(r"Is there an? (\w+) (\w+) in the image\?", question).groups()
+    same_colour, same_shape = (any(getattr(o, k) == v for o in scene.objects)
+                               for k, v in (("color", colour), ("shape", shape)))
+    return {(True, False): "colour only", (False, True): "shape only", (True, True): "both"}.get(
+        (same_colour, same_shape), "neither")
+
+
 tally = collections.defaultdict(lambda: [0, 0])
+kinds = collections.defaultdict(lambda: [0, 0])
 for line in answers.read_text().splitlines():
     a = json.loads(line)
     q = questions[a["question_id"]]
@@ -29,5 +50,13 @@ for line in answers.read_text().splitlines():
     said = parse_yes_no(a["text"])
     tally[(q["category"], label)][0] += said == label
     tally[(q["category"], label)][1] += 1
+    if label == "no":
+        kind = shared(q["image"], q["text"].split("\n")[0])
+        kinds[kind][0] += said == label
+        kinds[kind][1] += 1
 for (category, label), (right, total) in sorted(tally.items()):
     print(f"{category:12s} {label:3s} {right}/{total}")
+print("negatives by what the absent pair shares with the scene:")
+for kind in ("colour only", "shape only", "both", "neither"):
+    right, total = kinds.get(kind, (0, 0))
+    print(f"{kind:12s} {right}/{total}")

@@ -95,8 +95,7 @@ xv_run_benchmark() {
 
     local question_args=()
     [ -n "$QUESTION_FILE" ] && question_args=(--question-file "$QUESTION_FILE")
-    "$PYTHON" -m xmodelvlm.eval.answer --bench "$bench" --data-root "$data_root" "${question_args[@]}" \
-        --check-data || return 2
+    "$PYTHON" -m xmodelvlm.eval.benchmarks "$bench" --data-root "$data_root" "${question_args[@]}" || return 2
 
     local model_name answers_dir output_dir
     model_name="$(xv_model_name "$checkpoint")"

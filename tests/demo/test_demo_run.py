@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from xmodelvlm.demo import run
+from xmodelvlm.demo.synthetic_data import GENERATOR_VERSION
 from xmodelvlm.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -310,6 +311,20 @@ def test_quick_demo_runs_end_to_end_and_stage2_learns_the_instruction_task(tmp_p
     assert json.loads((out / "results.json").read_text())["stage2"] == s2
 
 
+def test_data_of_another_generator_version_is_drawn_again(tmp_path):
+    """The data step records the generator's version: an OUT_DIR made by an older generator gets new data, and
+    everything built on it is rebuilt (its recorded settings differ)."""
+    p = run.Pipeline(run.Context(tmp_path, run.DEFAULT), run.STEPS, display_order=run.DISPLAY_ORDER)
+    for name in run.STEP_NAMES:
+        p.write_state(name, "done")
+    assert set(p.plan().values()) == {"reuse"}
+    state = p.read_state("data")
+    assert state["settings"]["generator_version"] == GENERATOR_VERSION
+    state["settings"]["generator_version"] = GENERATOR_VERSION - 1
+    p.state_path("data").write_text(json.dumps(state))
+    assert set(p.plan().values()) == {"build"}
+
+
 def test_the_lm_warm_up_grid_matches_the_image_tokens_and_is_part_of_the_lm_step_settings():
     """With `lm_corpus` grid or scenes (the default) the warm-up's grids have one cell per patch token (48 px /
     patch 16 = 3 per side); a different grid, number of scenes or initialisation is a different LM, so the step's
@@ -323,7 +338,7 @@ def test_the_lm_warm_up_grid_matches_the_image_tokens_and_is_part_of_the_lm_step
     assert lm_step.settings(grid)["grid_side"] == 3 and "grid_side" not in lm_step.settings(joined)
     assert lm_step.settings(grid) != lm_step.settings(run.apply_overrides(grid, ["clip_patch=8"]))
     default = lm_step.settings(run.DEFAULT)
-    assert (default["lm_scenes"], default["lm_init_std"], default["grid_side"]) == (30000, 0.08, 3)
+    assert (default["lm_scenes"], default["lm_init_std"], default["grid_side"]) == (20000, 0.08, 3)
     assert default != lm_step.settings(run.apply_overrides(run.DEFAULT, ["lm_scenes=1000"]))
     # the joined corpus at Llama's initialisation records what runs before these settings recorded
     assert "lm_scenes" not in lm_step.settings(joined) and "lm_init_std" not in lm_step.settings(joined)

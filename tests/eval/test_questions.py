@@ -224,6 +224,30 @@ def test_check_data_names_what_to_download_and_where(data_root: Path) -> None:
     get_benchmark("mme").check_data(data_root, for_scoring=True)  # ground truth present
 
 
+def test_check_data_command_exits_2_with_one_line_and_does_not_import_torch(data_root: Path) -> None:
+    """`python -m xmodelvlm.eval.benchmarks BENCH`: the eval scripts' check before answering, in a fraction of a
+    second (the same check through `xmodelvlm.eval.answer` first imports torch and transformers: ~7 s on CPU)."""
+    import subprocess
+    import sys
+
+    def check(*args: str) -> subprocess.CompletedProcess:
+        code = ("import sys; from xmodelvlm.errors import run_cli; from xmodelvlm.eval.benchmarks import main; "
+                "code = 0\ntry: run_cli(main, sys.argv[1:])\nexcept SystemExit as e: code = e.code\n"
+                "print('torch' in sys.modules); sys.exit(code)")
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+    missing = check("mme", "--data-root", str(data_root))
+    assert missing.returncode == 2 and missing.stdout.strip() == "False"
+    assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
+    assert missing.stderr.startswith("error: mme: missing") and "MME_Benchmark_release_version" in missing.stderr
+    make_mme(data_root)
+    present = check("mme", "--data-root", str(data_root))
+    assert (present.returncode, present.stdout.strip(), present.stderr) == (0, "False", "")
+    other = check("mme", "--data-root", str(data_root), "--question-file", "nosuch.jsonl")
+    assert other.returncode == 2 and "nosuch.jsonl (or fix --question-file)" in other.stderr
+    assert check("nosuch").returncode == 2
+
+
 def test_check_data_for_scoring_wants_ground_truth(data_root: Path) -> None:
     write_jsonl(data_root / "gqa/llava_gqa_testdev_balanced.jsonl", [{"question_id": "1", "text": "q"}])
     with pytest.raises(UserError, match="testdev_balanced_questions.json"):

@@ -11,6 +11,11 @@ Paths are relative to a data root laid out like LLaVA-1.5's `playground/data/eva
     textvqa/llava_textvqa_val_v051_ocr.jsonl, textvqa/train_images/, textvqa/TextVQA_0.5.1_val.json
     vizwiz/llava_test.jsonl, vizwiz/test/
     mm-vet/llava-mm-vet.jsonl, mm-vet/images/
+
+    python -m xmodelvlm.eval.benchmarks BENCH [--data-root DIR] [--question-file FILE]
+
+checks that BENCH's question file and images are there (exit 2 with what to download and where) without importing
+torch: the eval scripts run it before they start answering.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
-from xmodelvlm.errors import UserError
+from xmodelvlm.errors import ArgumentParser, UserError, run_cli
 from xmodelvlm.eval.questions import Question, read_llava_jsonl, read_mmbench_columns, read_mmbench_tsv, \
     read_sqa_conversations
 from xmodelvlm.eval.scorers import gqa, mmbench, mme, mmvet, pope, sqa, textvqa, vizwiz
@@ -268,3 +273,19 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[name]
     except KeyError:
         raise UserError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The data check of `python -m xmodelvlm.eval.answer --check-data`, in a second instead of the seconds that
+    importing torch and transformers takes."""
+    p = ArgumentParser(prog="python -m xmodelvlm.eval.benchmarks",
+                                description="check that a benchmark's question file and images are present")
+    p.add_argument("bench", help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help=f"(default: {DEFAULT_DATA_ROOT})")
+    p.add_argument("--question-file", default=None, help="another question file in the benchmark's format")
+    args = p.parse_args(argv)
+    get_benchmark(args.bench).check_data(args.data_root, args.question_file)
+
+
+if __name__ == "__main__":
+    run_cli(main)
