@@ -279,9 +279,9 @@ def test_quick_demo_runs_end_to_end_and_stage2_learns_the_instruction_task(tmp_p
 
     What this shortened run learns, with margin: stage 2 turns a model that cannot answer in the benchmarks' format
     (stage 1 alone: GQA 0-2.5, MME 0) into one that answers GQA-style questions from the `v1` prompt (measured
-    29.2-31.7 on the 120 held-out questions, 26.7-31.7 above stage 1; the bar is 20). It does not show visual
+    29.2-35.8 on the 120 held-out questions, 26.7-31.7 above stage 1; the bar is 20). It does not show visual
     grounding: at this length its POPE and MME answers are close to what a model that ignores the image gets
-    (issue 5's full-run bars are not met yet; see BENCHMARKS.md, "Demo")."""
+    (the full run's do: BENCHMARKS.md, "Demo")."""
     out = tmp_path / "demo"
     result = _demo(out, "--quick", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -119,9 +119,9 @@ class DemoSettings:
     lm_kv_heads: int = 4
     # 900 steps on new scenes: the LM learns to answer from a grid; after 600 the lookups of one LM in four were
     # still near the constant answer (BENCHMARKS.md, "An LM that has learned to look things up"). Batches of 32
-    # cost half of 64's and learned the same lookups; their LMs had not settled on answering "is there a <colour>
-    # <shape>?" from the colour alone, as the batch-64 LMs had, and stage 2 then learned the pair (POPE 93.4-95.4
-    # against 77.5-93.1; BENCHMARKS.md, "Presence is answered from the colour")
+    # cost half of 64's and learned the same lookups; unlike the batch-64 LMs they had not settled on answering
+    # "is there a <colour> <shape>?" from the colour alone. Stage 2 on them learned the pair in four runs of six
+    # (POPE 93.4-95.4, and 82.0 / 82.6; batch 64: 77.5-94.0; BENCHMARKS.md, "Presence is answered from the colour")
     lm_warmup_steps: int = 900
     lm_warmup_batch: int = 32
     lm_warmup_lr: float = 3e-3
@@ -553,7 +553,7 @@ def _unless_off(s: DemoSettings, name: str) -> dict:
 # In priority order: when several steps are ready, the first listed starts first (stage 2 before stage 1's evals:
 # it is the long pole).
 STEPS: tuple[Step, ...] = (
-    # the generator's version too: data drawn by an older generator is drawn again, and what is built on it
+    # the generator's version too: data drawn by an older generator is drawn again, and so is what is built on it
     Step("data", "synthetic data", step_data,
          settings=lambda s: {**s.pick("seed", "num_train", "num_eval", "image_size"),
                              "generator_version": GENERATOR_VERSION},

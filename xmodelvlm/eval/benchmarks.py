@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     """The data check of `python -m xmodelvlm.eval.answer --check-data`, in a second instead of the seconds that
     importing torch and transformers takes."""
     p = ArgumentParser(prog="python -m xmodelvlm.eval.benchmarks",
-                                description="check that a benchmark's question file and images are present")
+                       description="check that a benchmark's question file and images are present")
     p.add_argument("bench", help=f"one of: {', '.join(BENCHMARKS)}")
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help=f"(default: {DEFAULT_DATA_ROOT})")
     p.add_argument("--question-file", default=None, help="another question file in the benchmark's format")
