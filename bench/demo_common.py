@@ -3,6 +3,7 @@
 - `between_class_share`: how much of a set of tokens' variance one attribute explains.
 - `train_flags` / `stage1_flags`: `train.py` flags for the demo's stages, as `bench/demo_variant.py` runs them.
 - `short_answer_turns`: a short-answer conversation of a chosen length about a scene.
+- `pair_kind`: what a colour-shape pair shares with a scene's objects.
 """
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ def between_class_share(x: np.ndarray, values: list) -> float:
     centred = x - x.mean(0)
     between = sum((values == v).sum() * (centred[values == v].mean(0) ** 2).sum() for v in set(values.tolist()))
     return float(between / (centred ** 2).sum())
+
+
+def pair_kind(pairs: set[tuple[str, str]], colour: str, shape: str) -> str:
+    """What the pair (colour, shape) shares with a scene whose objects are `pairs`: "present", or for an absent
+    pair its "colour only", its "shape only", "both" (from two objects) or "neither"."""
+    if (colour, shape) in pairs:
+        return "present"
+    same_colour, same_shape = any(c == colour for c, _ in pairs), any(s == shape for _, s in pairs)
+    return {(True, False): "colour only", (False, True): "shape only", (True, True): "both"}.get(
+        (same_colour, same_shape), "neither")
 
 
 def train_flags(lm: Path, clip: Path, settings, device: str, seed: int | str | None = None,

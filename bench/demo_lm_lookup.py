@@ -21,6 +21,7 @@ import sentencepiece as spm
 import torch
 from transformers import LlamaForCausalLM
 
+from demo_common import pair_kind
 from xmodelvlm.demo import synthetic_data as sd
 from xmodelvlm.demo import tiny_lm as tl
 
@@ -48,12 +49,9 @@ def first_answer_token(prefix: list[int], text: str, answer: str) -> int:
 def presence_questions(scene, rng) -> list[tuple[str, str, str, tuple[str, str]]]:
     """(kind, question, answer, candidates): "is there a <colour> <shape>?" for one pair of each kind."""
     present = scene.pairs()
-    colours, shapes = {c for c, _ in present}, {s for _, s in present}
     kinds = {"present": sorted(present)}
     for pair in ((c, s) for c in sd.COLORS for s in sd.SHAPES if (c, s) not in present):
-        kind = {(True, False): "colour only", (False, True): "shape only", (True, True): "both"}.get(
-            (pair[0] in colours, pair[1] in shapes), "neither")
-        kinds.setdefault(kind, []).append(pair)
+        kinds.setdefault(pair_kind(present, *pair), []).append(pair)
     return [(kind, sd.exist_question(*sd._pick(rng, pairs)), "yes" if kind == "present" else "no", ("yes", "no"))
             for kind, pairs in kinds.items()]
 

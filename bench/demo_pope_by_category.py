@@ -15,6 +15,7 @@ them apart needs the colour and the shape found in one cell.
 """
 import collections, json, re, sys
 from pathlib import Path
+from demo_common import pair_kind
 from xmodelvlm.demo import synthetic_data as sd
 from xmodelvlm.eval.scorers.pope import POPE_CATEGORIES, parse_yes_no, read_pope_labels
 
@@ -35,10 +36,7 @@ def shared(image: str, question: str) -> str:
     index = int(re.search(r"(\d+)\.png$", image).group(1)) - 1  # COCO_val2014_<i + 1>.png
     scene = sd.sample_scene(sd._rng(manifest["seed"], sd.STREAM_POPE, index), manifest["image_size"])
     colour, shape = re.match(r"Is there an? (\w+) (\w+) in the image\?", question).groups()
-    same_colour, same_shape = (any(getattr(o, k) == v for o in scene.objects)
-                               for k, v in (("color", colour), ("shape", shape)))
-    return {(True, False): "colour only", (False, True): "shape only", (True, True): "both"}.get(
-        (same_colour, same_shape), "neither")
+    return pair_kind(scene.pairs(), colour, shape)
 
 
 tally = collections.defaultdict(lambda: [0, 0])
